@@ -1,0 +1,1 @@
+"""Thin activities: a contract in, pmls.ml / pmls.storage, a contract out."""

@@ -1,0 +1,124 @@
+"""Light activities on the training queue: job status, registration, completion and its event."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import polars as pl
+from temporalio import activity
+
+from pmls.contracts import (
+    ModelArtifact,
+    PerformanceMetrics,
+    Task,
+    TrainingCompletedData,
+    TrainingCompletedEvent,
+    TrainingStatus,
+)
+from pmls.contracts.ids import completed_event_id
+from pmls.contracts.workflow import CompleteJobInput, JobStatusUpdate, RegisteredModel, RegisterModelInput
+from pmls.storage.cache import Cache
+from pmls.storage.events import relay_outbox
+from pmls.storage.postgres import JobStore, Outbox, add_event, upsert_artifact
+from pmls.storage.registry import ModelRegistry
+
+
+class JobActivities:
+    def __init__(self, pool: asyncpg.Pool, cache: Cache, registry: ModelRegistry) -> None:
+        self.jobs = JobStore(pool)
+        self.outbox = Outbox(pool)
+        self.pool = pool
+        self.cache = cache
+        self.registry = registry
+
+    @activity.defn(name="record_job_status")
+    async def record_job_status(self, update: JobStatusUpdate) -> None:
+        """PostgreSQL first (the truth), then the Redis copy."""
+        job = await self.jobs.update(
+            job_id=update.job_id, status=update.status, stage=update.stage, progress=update.progress,
+            metrics=update.metrics, error=update.error, model_id=update.model_id,
+            estimated_completion=update.estimated_completion,
+        )
+        if job is not None:
+            await self.cache.set_job(job)
+        if update.status is not TrainingStatus.QUEUED:
+            await self.cache.dequeue(update.job_id)
+
+    @activity.defn(name="register_model")
+    async def register_model(self, inp: RegisterModelInput) -> RegisteredModel:
+        """Log the run and register the pyfunc model (MLflow's client is sync: run it in a thread)."""
+        return await asyncio.to_thread(self._register, inp)
+
+    def _register(self, inp: RegisterModelInput) -> RegisteredModel:
+        from pmls.ml.serving import load_bundle
+
+        bundle = load_bundle(inp.trained.bundle_uri)
+        sample = pl.read_parquet(inp.splits.test.uri).drop(inp.request.dataset_config.target).head(20).to_pandas()
+        return self.registry.register(job_id=inp.job_id, request=inp.request, splits=inp.splits,
+                                      trained=inp.trained, bundle=bundle, sample=sample)
+
+    @activity.defn(name="complete_job")
+    async def complete_job(self, inp: CompleteJobInput) -> ModelArtifact:
+        """One transaction: the artifact row, the COMPLETED job and the outbox event; then the relay."""
+        artifact = build_artifact(inp)
+        event = build_event(inp, artifact)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await upsert_artifact(conn, artifact)
+            await add_event(conn, event, aggregate_id=inp.job_id)
+        job = await self.jobs.update(
+            job_id=inp.job_id, status=TrainingStatus.COMPLETED, stage="completed", progress=100.0,
+            metrics=inp.trained.metrics, model_id=artifact.model_id,
+        )
+        if job is not None:
+            await self.cache.set_job(job)
+        await self.cache.set_artifact(artifact)
+        await relay_outbox(self.outbox, self.cache)
+        return artifact
+
+
+def beats_baseline(task: Task, test: dict[str, float], n_classes: int) -> bool:
+    """Deployment gate until the champion gates arrive: the model must beat a trivial baseline."""
+    if task is Task.REGRESSION:
+        return test.get("r2", float("-inf")) > 0.0
+    if task is Task.BINARY:
+        return test.get("roc_auc", 0.0) > 0.5
+    return test.get("balanced_accuracy", 0.0) > 1.0 / max(n_classes, 2)
+
+
+def build_artifact(inp: CompleteJobInput) -> ModelArtifact:
+    trained, reg = inp.trained, inp.registered
+    metrics = trained.metrics
+    perf = PerformanceMetrics(
+        primary_metric=trained.primary_metric, test=metrics.test_metrics, validation=metrics.validation_metrics,
+        prediction_latency_ms_per_row=trained.latency_ms_per_row,
+    )
+    return ModelArtifact(
+        model_id=reg.model_id, model_type=inp.request.model_type, version=reg.version,
+        training_job_id=inp.job_id, performance_metrics=perf, model_size_mb=trained.model_size_mb,
+        deployment_ready=beats_baseline(trained.task, metrics.test_metrics, len(trained.classes or [])),
+        model_name=reg.model_name, model_uri=reg.model_uri, mlflow_run_id=reg.run_id,
+        created_at=inp.finished_at,
+    )
+
+
+def _accuracy(task: Task, split_metrics: dict[str, float]) -> float:
+    # Regression has no accuracy: R² plays its part (1 is perfect, like accuracy).
+    return float(split_metrics.get("r2" if task is Task.REGRESSION else "accuracy", 0.0))
+
+
+def build_event(inp: CompleteJobInput, artifact: ModelArtifact) -> TrainingCompletedEvent:
+    task, metrics = inp.trained.task, inp.trained.metrics
+    minutes = (inp.finished_at - inp.started_at).total_seconds() / 60
+    return TrainingCompletedEvent(
+        event_id=completed_event_id(inp.job_id),
+        timestamp=datetime.now(UTC),
+        training_completed=TrainingCompletedData(
+            training_job_id=inp.job_id, model_id=artifact.model_id, model_type=inp.request.model_type.value,
+            training_duration_minutes=round(minutes), final_accuracy=_accuracy(task, metrics.test_metrics),
+            validation_accuracy=_accuracy(task, metrics.validation_metrics),
+            hyperparameter_trials=inp.hyperparameter_trials, deployment_ready=artifact.deployment_ready,
+            performance_improvement=artifact.performance_metrics.performance_improvement or 0.0,
+        ),
+    )

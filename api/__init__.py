@@ -1,0 +1,1 @@
+"""FastAPI gateway: app factory + lifespan, routes, dependencies, error mapping."""

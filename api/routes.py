@@ -1,0 +1,104 @@
+"""The seed's six endpoints, plus listings, deployment history and health."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from api.deps import ServiceDep
+from pmls.contracts import (
+    CancellationResult,
+    DeploymentConfig,
+    DeploymentResult,
+    ModelArtifact,
+    TrainingJob,
+    TrainingRequest,
+    TrainingStatus,
+)
+
+training = APIRouter(prefix="/api/v1/training", tags=["training"])
+models = APIRouter(prefix="/api/v1/models", tags=["models"])
+health = APIRouter(tags=["health"])
+
+
+@training.post("/start", response_model=TrainingJob, status_code=202,
+               responses={200: {"model": TrainingJob}, 409: {}, 422: {}})
+async def start_training(request: TrainingRequest, service: ServiceDep, response: Response) -> TrainingJob:
+    """Start a training job (202); the same training_id and body again returns that job (200)."""
+    job, created = await service.start(request)
+    response.status_code = 202 if created else 200
+    return job
+
+
+@training.get("/{job_id}/status", response_model=TrainingJob)
+async def training_status(job_id: str, service: ServiceDep) -> TrainingJob:
+    """Status, stage, progress, ETA and metrics of one job."""
+    return await service.status(job_id)
+
+
+@training.post("/{job_id}/cancel", response_model=CancellationResult)
+async def cancel_training(job_id: str, service: ServiceDep) -> CancellationResult:
+    """Cancel a job; running training stops within seconds, the job ends CANCELLED."""
+    return await service.cancel(job_id)
+
+
+@training.get("/jobs/active", response_model=list[TrainingJob])
+async def active_jobs(service: ServiceDep) -> list[TrainingJob]:
+    """Jobs that are QUEUED or RUNNING, newest first."""
+    return await service.active()
+
+
+@training.get("/jobs", response_model=list[TrainingJob])
+async def list_jobs(service: ServiceDep, status: Annotated[list[TrainingStatus] | None, Query()] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[TrainingJob]:
+    """All jobs, newest first, optionally filtered by status."""
+    return await service.list_jobs(status, limit)
+
+
+@models.post("/deploy/{model_id}", response_model=DeploymentResult)
+async def deploy_model(model_id: str, service: ServiceDep, config: DeploymentConfig | None = None) -> DeploymentResult:
+    """Point the lineage's alias (default `production`) at this model version."""
+    return await service.deploy(model_id, config or DeploymentConfig())
+
+
+@models.get("/artifacts/{model_id}", response_model=ModelArtifact)
+async def model_artifact(model_id: str, service: ServiceDep) -> ModelArtifact:
+    """One registered model version with its metrics."""
+    return await service.artifact(model_id)
+
+
+@models.get("", response_model=list[ModelArtifact])
+async def list_models(service: ServiceDep, model_name: str | None = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[ModelArtifact]:
+    """Registered model versions, newest first, optionally of one lineage."""
+    return await service.list_models(model_name, limit)
+
+
+@models.get("/{model_name}/deployments", response_model=list[DeploymentResult])
+async def deployments(model_name: str, service: ServiceDep) -> list[DeploymentResult]:
+    """Which version of a lineage was deployed when."""
+    return await service.deployment_history(model_name)
+
+
+@health.get("/healthz")
+async def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@health.get("/readyz")
+async def readyz(request: Request, service: ServiceDep, response: Response) -> dict:
+    """PostgreSQL and Temporal reachable (Redis is reported, but only a cache)."""
+    checks = {"postgres": False, "temporal": False, "redis": await service.cache.ping()}
+    try:
+        checks["postgres"] = await service.jobs.pool.fetchval("SELECT 1") == 1
+    except Exception:  # noqa: BLE001 - reported below
+        pass
+    try:
+        checks["temporal"] = await service.temporal.service_client.check_health()
+    except Exception:  # noqa: BLE001
+        pass
+    ready = checks["postgres"] and checks["temporal"]
+    response.status_code = 200 if ready else 503
+    return {"status": "ready" if ready else "not ready", "checks": checks}

@@ -1,0 +1,209 @@
+"""The gateway's use cases: start, status, cancel, list, deploy, artifacts. Routes call one method each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from pmls.contracts import (
+    SUPPORTED_MODEL_TYPES,
+    SUPPORTED_TRAINING_MODES,
+    CancellationResult,
+    DeploymentConfig,
+    DeploymentResult,
+    ModelArtifact,
+    TrainingJob,
+    TrainingRequest,
+    TrainingStatus,
+)
+from pmls.contracts.errors import ConflictError, NotFoundError, UnavailableError, UnsupportedError
+from pmls.contracts.ids import TRAINING_WORKFLOW, new_job_id, request_hash
+from pmls.contracts.workflow import Progress, TrainingWorkflowInput
+from pmls.settings import Settings
+from pmls.storage.cache import Cache
+from pmls.storage.postgres import ArtifactStore, DeploymentStore, JobStore
+from pmls.storage.registry import ModelRegistry
+from workflows.training import MODEL_NAME_KEY, MODEL_TYPE_KEY, STATUS_KEY, TRAINING_MODE_KEY
+
+log = logging.getLogger("pmls.api")
+CLOSED = {
+    WorkflowExecutionStatus.COMPLETED: TrainingStatus.COMPLETED,
+    WorkflowExecutionStatus.FAILED: TrainingStatus.FAILED,
+    WorkflowExecutionStatus.TERMINATED: TrainingStatus.FAILED,
+    WorkflowExecutionStatus.TIMED_OUT: TrainingStatus.FAILED,
+    WorkflowExecutionStatus.CANCELED: TrainingStatus.CANCELLED,
+}
+
+
+def check_supported(request: TrainingRequest) -> None:
+    if request.model_type not in SUPPORTED_MODEL_TYPES:
+        names = ", ".join(sorted(t.value for t in SUPPORTED_MODEL_TYPES))
+        raise UnsupportedError(f"{request.model_type.value} is not supported yet; supported: {names}",
+                               field="model_type")
+    if request.training_mode not in SUPPORTED_TRAINING_MODES:
+        raise UnsupportedError(f"{request.training_mode.value} is not supported yet; use FULL_RETRAIN",
+                               field="training_mode")
+
+
+class JobService:
+    def __init__(self, *, settings: Settings, temporal: Client, jobs: JobStore, artifacts: ArtifactStore,
+                 deployments: DeploymentStore, cache: Cache, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.temporal = temporal
+        self.jobs = jobs
+        self.artifacts = artifacts
+        self.deployments = deployments
+        self.cache = cache
+        self.registry = registry
+
+    # -- training ------------------------------------------------------------------------------
+    async def start(self, request: TrainingRequest) -> tuple[TrainingJob, bool]:
+        """Idempotent on ``training_id``: same body -> the existing job; another body -> 409."""
+        check_supported(request)
+        job_id = request.training_id or new_job_id()
+        request = request.model_copy(update={"training_id": job_id})
+        digest = request_hash(request)
+        job, created = await self.jobs.create(job_id=job_id, request=request, request_hash=digest)
+        if not created and await self.jobs.request_hash(job_id) != digest:
+            raise ConflictError(f"training_id {job_id!r} already exists with a different request", field="training_id")
+        await self._start_workflow(job_id, request)
+        if created:
+            await self.cache.enqueue(job_id, request)
+            await self.cache.set_job(job)
+        return job, created
+
+    async def _start_workflow(self, job_id: str, request: TrainingRequest) -> None:
+        t = self.settings.temporal
+        attrs = TypedSearchAttributes([
+            SearchAttributePair(STATUS_KEY, TrainingStatus.QUEUED.value),
+            SearchAttributePair(MODEL_TYPE_KEY, request.model_type.value),
+            SearchAttributePair(TRAINING_MODE_KEY, request.training_mode.value),
+            SearchAttributePair(MODEL_NAME_KEY, request.lineage),
+        ])
+        cfg = request.dataset_config
+        try:
+            await self.temporal.start_workflow(
+                TRAINING_WORKFLOW, TrainingWorkflowInput(job_id=job_id, request=request), id=job_id,
+                task_queue=t.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                search_attributes=attrs, memo={"trials_task_queue": t.trials_task_queue},
+                static_summary=f"{request.model_type.value} {request.training_mode.value} -> {request.lineage}",
+                static_details=f"target `{cfg.target}` from `{cfg.source}`",
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # a closed run with this id: the job already ran
+        except RPCError as exc:
+            raise UnavailableError(f"Temporal is unavailable: {exc.message}") from exc
+
+    async def status(self, job_id: str) -> TrainingJob:
+        cached = await self.cache.get_job(job_id)
+        if cached is not None and cached.status.is_terminal:
+            return cached
+        job = await self.jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no training job {job_id!r}", field="job_id")
+        if not job.status.is_terminal:
+            job = await self._live(job)
+        return job
+
+    async def _live(self, job: TrainingJob) -> TrainingJob:
+        """Enrich a running job from the workflow; reconcile a job whose workflow closed behind our back."""
+        handle = self.temporal.get_workflow_handle(job.job_id)
+        try:
+            desc = await handle.describe(rpc_timeout=_seconds(2))
+        except RPCError:
+            return job
+        if desc.status in CLOSED:
+            status = CLOSED[desc.status]
+            if status is not TrainingStatus.COMPLETED:  # COMPLETED is recorded by the workflow itself
+                reason = f"workflow {desc.status.name.lower()} outside the service"
+                updated = await self.jobs.update(job_id=job.job_id, status=status, stage=job.current_stage,
+                                                 progress=job.progress_percentage, error=reason)
+                return updated or job
+            return job
+        try:
+            progress: Progress = await handle.query("progress", result_type=Progress, rpc_timeout=_seconds(2))
+        except (RPCError, WorkflowFailureError):
+            return job
+        return job.model_copy(update={
+            "status": progress.status if not job.status.is_terminal else job.status,
+            "current_stage": progress.stage, "progress_percentage": progress.progress_percentage,
+            "training_metrics": progress.metrics or job.training_metrics,
+            "estimated_completion": progress.estimated_completion,
+        })
+
+    async def cancel(self, job_id: str, *, wait_seconds: float = 10.0) -> CancellationResult:
+        job = await self.status(job_id)
+        if job.status.is_terminal:
+            return CancellationResult(job_id=job_id, status=job.status, cancelled=False,
+                                      message=f"job already {job.status.value}; nothing to cancel")
+        try:
+            await self.temporal.get_workflow_handle(job_id).cancel()
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise UnavailableError(f"Temporal is unavailable: {exc.message}") from exc
+        job = await self._wait_terminal(job_id, wait_seconds)
+        return CancellationResult(job_id=job_id, status=job.status, cancelled=True,
+                                  message="cancelled" if job.status.is_terminal else "cancellation requested")
+
+    async def _wait_terminal(self, job_id: str, seconds: float) -> TrainingJob:
+        deadline = asyncio.get_running_loop().time() + seconds
+        job = await self.jobs.get(job_id)
+        while job is not None and not job.status.is_terminal and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.25)
+            job = await self.jobs.get(job_id)
+        return job
+
+    async def active(self) -> list[TrainingJob]:
+        return await self.jobs.list(statuses=[TrainingStatus.QUEUED, TrainingStatus.RUNNING])
+
+    async def list_jobs(self, statuses: list[TrainingStatus] | None, limit: int) -> list[TrainingJob]:
+        return await self.jobs.list(statuses=statuses, limit=limit)
+
+    # -- models --------------------------------------------------------------------------------
+    async def artifact(self, model_id: str) -> ModelArtifact:
+        cached = await self.cache.get_artifact(model_id)
+        if cached is not None:
+            return cached
+        artifact = await self.artifacts.get(model_id)
+        if artifact is None:
+            raise NotFoundError(f"no model {model_id!r}", field="model_id")
+        await self.cache.set_artifact(artifact)
+        return artifact
+
+    async def list_models(self, model_name: str | None, limit: int) -> list[ModelArtifact]:
+        return await self.artifacts.list(model_name=model_name, limit=limit)
+
+    async def deploy(self, model_id: str, config: DeploymentConfig) -> DeploymentResult:
+        """Move the lineage's alias (``production``) to this version and record it in the history."""
+        artifact = await self.artifact(model_id)
+        name, alias = artifact.model_name, config.alias
+        previous_version = await asyncio.to_thread(self.registry.alias_version, name, alias)
+        await asyncio.to_thread(self.registry.set_alias, name, alias, artifact.version)
+        previous = None
+        if previous_version is not None and previous_version != artifact.version:
+            previous = next((a.model_id for a in await self.artifacts.list(model_name=name, limit=1000)
+                             if a.version == previous_version), None)
+        result = DeploymentResult(
+            deployment_id=f"deploy_{uuid.uuid4().hex[:12]}", model_id=model_id, model_name=name,
+            version=artifact.version, target=config.target, alias=alias, status="DEPLOYED",
+            previous_model_id=previous, deployed_at=datetime.now(UTC),
+            message=f"models:/{name}@{alias} now serves version {artifact.version}",
+        )
+        await self.deployments.add(result)
+        return result
+
+    async def deployment_history(self, model_name: str) -> list[DeploymentResult]:
+        return await self.deployments.history(model_name)
+
+
+def _seconds(value: float):
+    from datetime import timedelta
+
+    return timedelta(seconds=value)

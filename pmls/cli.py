@@ -1,0 +1,259 @@
+"""The ``pmls`` command: run the stack, train, watch, cancel, deploy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pmls.settings import Settings
+
+app = typer.Typer(help="pmls — the Prediction Model Learning Service. `pmls demo` shows it end to end.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+def _client(timeout: float = 30.0):
+    import httpx
+
+    return httpx.Client(base_url=Settings().api.base_url, timeout=timeout)
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    import httpx
+
+    try:
+        with _client() as client:
+            resp = client.request(method, path, **kwargs)
+    except httpx.ConnectError:
+        console.print(f"[red]cannot reach the API at {Settings().api.base_url}[/]: start it with `pmls up`")
+        raise typer.Exit(2) from None
+    body = resp.json() if resp.content else None
+    if resp.status_code >= 400:
+        console.print(f"[red]{resp.status_code}[/] {body.get('message') if isinstance(body, dict) else body}")
+        for item in (body or {}).get("detail", []) if isinstance(body, dict) else []:
+            console.print(f"  - {item.get('field')}: {item.get('message')}")
+        raise typer.Exit(1)
+    return body
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- the stack ---------------------------------------------------------------------------------
+@app.command()
+def up(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the whole stack in the foreground until Ctrl-C (embedded servers for every unset PMLS_* URL)."""
+    from pmls.stack import Stack, StackError
+
+    _logging(verbose)
+    stack = Stack(Settings())
+    try:
+        with console.status("starting") as status:
+            stack.start(progress=lambda msg: status.update(msg))
+    except StackError as exc:
+        console.print(f"[red]could not start the stack:[/] {exc}")
+        raise typer.Exit(1) from None
+    _print_urls(stack.urls())
+    console.print(f"data and logs under {stack.settings.home}; Ctrl-C stops everything")
+    _wait_for_signal()
+    with console.status("stopping"):
+        stack.stop()
+    console.print("stopped")
+
+
+def _wait_for_signal() -> None:
+    stop = {"flag": False}
+
+    def handler(_sig: int, _frame: Any) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop["flag"]:
+        time.sleep(0.2)
+
+
+def _print_urls(urls: dict[str, str]) -> None:
+    for name, url in urls.items():
+        console.print(f"  {name:12} {url}")
+
+
+@app.command()
+def demo(keep: Annotated[bool, typer.Option(help="leave the stack running afterwards")] = False) -> None:
+    """Start the stack, train a churn model on a generated time-ordered data set, print the result, stop."""
+    from pmls.ml.demo_data import DEMO_PERIODS, generate_demo_dataset
+    from pmls.stack import Stack, StackError
+
+    _logging(False)
+    settings = Settings()
+    stack = Stack(settings)
+    started = time.monotonic()
+    try:
+        with console.status("starting the stack") as status:
+            stack.start(progress=lambda msg: status.update(msg))
+        console.print(f"stack up in {time.monotonic() - started:.0f} s")
+        data = generate_demo_dataset(settings.home / "data" / "churn.parquet")
+        request = {
+            "training_id": f"demo_{time.strftime('%Y%m%d_%H%M%S')}", "model_type": "LIGHTGBM",
+            "model_name": "churn_demo",
+            "dataset_config": {"source": str(data), "target": "churned", "timestamp_column": "event_time",
+                               "entity_column": "customer_id", **DEMO_PERIODS},
+            "hyperparameter_config": {"optimization_method": "none", "optimization_trials": 0},
+        }
+        job = _call("POST", "/api/v1/training/start", json=request)
+        console.print(f"job [bold]{job['job_id']}[/] started")
+        job = _watch(job["job_id"])
+        _print_result(job)
+        _print_urls(stack.urls())
+        if keep:
+            console.print("the stack keeps running; Ctrl-C stops it")
+            _wait_for_signal()
+        if job["status"] != "COMPLETED":
+            raise typer.Exit(1)
+    except StackError as exc:
+        console.print(f"[red]could not start the stack:[/] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        with console.status("stopping the stack"):
+            stack.stop()
+        console.print(f"demo finished in {time.monotonic() - started:.0f} s")
+
+
+def _watch(job_id: str, poll: float = 0.5) -> dict:
+    columns = [TextColumn("[bold]{task.fields[stage]:<14}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("training", total=100, stage="queued")
+        while True:
+            job = _call("GET", f"/api/v1/training/{job_id}/status")
+            bar.update(task, completed=job["progress_percentage"], stage=job["current_stage"])
+            if job["status"] in TERMINAL:
+                return job
+            time.sleep(poll)
+
+
+def _print_result(job: dict) -> None:
+    color = {"COMPLETED": "green", "FAILED": "red"}.get(job["status"], "yellow")
+    console.print(f"job [bold]{job['job_id']}[/]: [{color}]{job['status']}[/]")
+    if job.get("error"):
+        console.print(f"  reason: {job['error']}")
+    if job.get("model_id"):
+        console.print(f"  model:  [bold]{job['model_id']}[/]")
+    metrics = job.get("training_metrics") or {}
+    if metrics.get("test_metrics"):
+        table = Table("metric", "validation", "test", title="metrics")
+        for name, value in metrics["test_metrics"].items():
+            valid = metrics.get("validation_metrics", {}).get(name)
+            table.add_row(name, f"{valid:.4f}" if valid is not None else "", f"{value:.4f}")
+        console.print(table)
+
+
+# -- jobs --------------------------------------------------------------------------------------
+@app.command()
+def train(request_file: Annotated[Path, typer.Argument(exists=True, readable=True, help="TrainingRequest JSON")],
+          wait: Annotated[bool, typer.Option("--wait", help="watch it with a progress bar until it ends")] = False
+          ) -> None:
+    """Submit a TrainingRequest (JSON file) to the API."""
+    try:
+        body = json.loads(request_file.read_text())
+    except json.JSONDecodeError as exc:
+        console.print(f"[red]{request_file} is not valid JSON:[/] {exc}")
+        raise typer.Exit(1) from None
+    job = _call("POST", "/api/v1/training/start", json=body)
+    console.print(f"job [bold]{job['job_id']}[/] {job['status']}")
+    if wait:
+        job = _watch(job["job_id"])
+        _print_result(job)
+        if job["status"] != "COMPLETED":
+            raise typer.Exit(1)
+
+
+@app.command()
+def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one job's status, stage, progress and metrics."""
+    job = _call("GET", f"/api/v1/training/{job_id}/status")
+    if as_json:
+        console.print_json(data=job)
+        return
+    console.print(f"{job['current_stage']} {job['progress_percentage']:.0f}%  ETA {job.get('estimated_completion')}")
+    _print_result(job)
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a job."""
+    result = _call("POST", f"/api/v1/training/{job_id}/cancel")
+    console.print(f"{result['job_id']}: {result['status']} — {result['message']}")
+
+
+@app.command()
+def jobs(active: Annotated[bool, typer.Option(help="only QUEUED and RUNNING")] = False) -> None:
+    """List jobs, newest first."""
+    rows = _call("GET", "/api/v1/training/jobs/active" if active else "/api/v1/training/jobs")
+    table = Table("job", "model type", "status", "stage", "progress", "model")
+    for job in rows:
+        table.add_row(job["job_id"], job["training_request"]["model_type"], job["status"], job["current_stage"],
+                      f"{job['progress_percentage']:.0f}%", job.get("model_id") or "")
+    console.print(table)
+
+
+@app.command()
+def deploy(model_id: str, alias: str = "production") -> None:
+    """Point the model's lineage alias (default `production`) at this version."""
+    result = _call("POST", f"/api/v1/models/deploy/{model_id}", json={"alias": alias})
+    console.print(f"{result['status']}: {result['message']} (previous: {result.get('previous_model_id')})")
+
+
+# -- processes ---------------------------------------------------------------------------------
+@app.command()
+def worker(queue: Annotated[str, typer.Option(help="task queue: pmls-training or pmls-trials")] = "pmls-training",
+           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> None:
+    """Run a worker for one task queue (add more processes to scale out)."""
+    from workers.main import run_worker
+
+    _logging(verbose)
+    asyncio.run(run_worker(queue))
+
+
+@app.command()
+def api(host: str | None = None, port: int | None = None) -> None:
+    """Run the REST API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=host or settings.api.api_host, port=port or settings.api.api_port,
+                log_level="warning")
+
+
+@app.command()
+def migrate() -> None:
+    """Create the databases if needed, run the migrations, register the Temporal search attributes."""
+    from pmls.storage.migrate import migrate_all
+
+    _logging(True)
+    migrate_all(Settings())
+    console.print("migrations applied")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Error types every face understands; the API maps them to HTTP statuses in one place."""
+
+
+class PmlsError(Exception):
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFoundError(PmlsError):
+    """404: no such job or model."""
+
+
+class ConflictError(PmlsError):
+    """409: the id exists with a different request."""
+
+
+class UnsupportedError(PmlsError):
+    """422: valid, but not something this version trains yet."""
+
+
+class UnavailableError(PmlsError):
+    """503: a required server (Temporal, PostgreSQL) cannot be reached."""

@@ -1,0 +1,34 @@
+"""Pure id builders shared by the API, workers and tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from datetime import UTC, datetime
+
+from pmls.contracts.models import TrainingRequest
+
+TRAINING_WORKFLOW = "TrainingWorkflow"
+EVENT_NAMESPACE = uuid.UUID("5b0f3c1e-8a53-4f0e-9a51-7d3c2a1b9e10")
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"training_{now:%Y%m%d_%H%M%S}_{secrets.token_hex(3)}"
+
+
+def request_hash(request: TrainingRequest) -> str:
+    """Identity of a request body (without its id), for idempotent starts."""
+    body = request.model_dump(mode="json", exclude={"training_id"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def completed_event_id(job_id: str) -> str:
+    """Deterministic, so a retried activity or a reset workflow never emits a second event."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"model_training_completed:{job_id}"))
+
+
+def model_id(model_name: str, model_type: str, version: str) -> str:
+    return f"{model_name}_{model_type.lower()}_v{version}"[:100]

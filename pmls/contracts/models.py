@@ -1,0 +1,237 @@
+"""The seed's structs as pydantic v2 models (field names verbatim), plus the extensions DESIGN.md names.
+
+Stdlib + pydantic only: workflows import this module inside the sandbox.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pmls.contracts.durations import parse_duration
+from pmls.contracts.enums import ModelType, Task, TrainingMode, TrainingStatus
+from pmls.contracts.periods import parse_period
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+OPTIMIZATION_METHODS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "none")
+
+
+class Contract(BaseModel):
+    """Base for request-side contracts: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+class ParameterRange(Contract):
+    type: Literal["int", "float", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ParameterRange:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical range needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"an {self.type} range needs both 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"'low' ({self.low}) is greater than 'high' ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled range needs 'low' > 0")
+        return self
+
+
+class DatasetConfig(Contract):
+    # seed fields
+    training_period: str | None = Field(None, description="ISO-8601 interval over timestamp_column")
+    validation_period: str | None = None
+    test_period: str | None = None
+    feature_selection: bool = False
+    data_augmentation: bool = False
+    class_balancing: bool = False
+    # ours
+    source: str = Field(..., min_length=1, description="Parquet/CSV/NDJSON file or glob")
+    target: str = Field(..., min_length=1, description="column to predict")
+    timestamp_column: str | None = None
+    entity_column: str | None = None
+    task: Task | None = Field(None, description="binary, multiclass or regression; inferred when absent")
+    features: list[str] | None = Field(None, description="columns to use; default: all but target")
+    sequence_length: int = Field(10, ge=2, le=512)
+
+    @field_validator("training_period", "validation_period", "test_period")
+    @classmethod
+    def _period(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_period(value)
+        return value
+
+    @model_validator(mode="after")
+    def _periods_fit_together(self) -> DatasetConfig:
+        names = ("training_period", "validation_period", "test_period")
+        given = [n for n in names if getattr(self, n)]
+        if given and not self.timestamp_column:
+            raise ValueError(f"{given[0]} needs a timestamp_column to split on")
+        if given and len(given) != 3:
+            missing = [n for n in names if n not in given]
+            raise ValueError(f"give all three periods or none; missing: {', '.join(missing)}")
+        if given:
+            train, valid, test = (parse_period(getattr(self, n)) for n in names)
+            if train.overlaps(valid) or train.overlaps(test) or valid.overlaps(test):
+                raise ValueError("training_period, validation_period and test_period must not overlap")
+            if not (train.start < valid.start and valid.start < test.start):
+                raise ValueError(
+                    "periods must run forward in time: training, then validation, then test "
+                    "(validating on the past leaks the future)"
+                )
+        return self
+
+
+class HyperparameterConfig(Contract):
+    optimization_method: str = "tpe"
+    search_space: dict[str, ParameterRange] = Field(default_factory=dict)
+    optimization_trials: int = Field(20, ge=0, le=100_000)
+    optimization_timeout: str = "PT1H"
+
+    @field_validator("optimization_method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        value = value.lower()
+        if value not in OPTIMIZATION_METHODS:
+            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(OPTIMIZATION_METHODS)}")
+        return value
+
+    @field_validator("optimization_timeout")
+    @classmethod
+    def _timeout(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("the timeout must be positive")
+        return value
+
+
+class ValidationConfig(Contract):
+    metric: str | None = Field(None, description="primary metric; default: roc_auc / log_loss / rmse by task")
+    cv_strategy: Literal["auto", "timeseries", "stratified", "kfold", "group", "none"] = "auto"
+    cv_folds: int = Field(5, ge=2, le=20)
+
+
+class DeploymentConfig(Contract):
+    auto_deploy: bool = False
+    min_improvement: float = 0.0
+    target: Literal["registry", "local", "kubernetes"] = "registry"
+    alias: str = Field("production", pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+
+class TrainingRequest(Contract):
+    training_id: str | None = Field(None, pattern=ID_PATTERN, description="job id; generated when absent")
+    model_type: ModelType
+    training_mode: TrainingMode = TrainingMode.FULL_RETRAIN
+    dataset_config: DatasetConfig
+    hyperparameter_config: HyperparameterConfig = Field(default_factory=HyperparameterConfig)
+    validation_config: ValidationConfig = Field(default_factory=ValidationConfig)
+    deployment_config: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    model_name: str | None = Field(
+        None, pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$", description="lineage; default: the target's name"
+    )
+
+    @property
+    def lineage(self) -> str:
+        return self.model_name or re.sub(r"[^A-Za-z0-9_.\-]", "_", self.dataset_config.target)
+
+
+class TrainingMetrics(BaseModel):
+    training_accuracy: float | None = None
+    validation_accuracy: float | None = None
+    training_loss: float | None = None
+    validation_loss: float | None = None
+    feature_importance: dict[str, float] = Field(default_factory=dict)
+    cross_validation_scores: list[float] = Field(default_factory=list)
+    # ours: every metric by split, e.g. {"roc_auc": 0.91, ...}
+    validation_metrics: dict[str, float] = Field(default_factory=dict)
+    test_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class TrainingJob(BaseModel):
+    job_id: str
+    training_request: TrainingRequest
+    status: TrainingStatus
+    progress_percentage: float = 0.0
+    current_stage: str = "queued"
+    training_metrics: TrainingMetrics | None = None
+    estimated_completion: datetime | None = None
+    created_at: datetime
+    # ours
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    model_id: str | None = None
+    error: str | None = None
+
+
+class PerformanceMetrics(BaseModel):
+    primary_metric: str
+    test: dict[str, float] = Field(default_factory=dict)
+    validation: dict[str, float] = Field(default_factory=dict)
+    cv_mean: float | None = None
+    cv_std: float | None = None
+    prediction_latency_ms_per_row: float | None = None
+    performance_improvement: float | None = None
+    champion_model_id: str | None = None
+
+
+class ModelArtifact(BaseModel):
+    model_id: str
+    model_type: ModelType
+    version: str
+    training_job_id: str
+    performance_metrics: PerformanceMetrics
+    model_size_mb: float | None = None
+    deployment_ready: bool = False
+    # ours
+    model_name: str
+    model_uri: str
+    mlflow_run_id: str | None = None
+    created_at: datetime | None = None
+
+
+class CancellationResult(BaseModel):
+    job_id: str
+    status: TrainingStatus
+    cancelled: bool
+    message: str
+
+
+class DeploymentResult(BaseModel):
+    deployment_id: str
+    model_id: str
+    model_name: str
+    version: str
+    target: str
+    alias: str
+    status: Literal["DEPLOYED", "REJECTED"]
+    previous_model_id: str | None = None
+    deployed_at: datetime
+    message: str = ""
+
+
+class TrainingCompletedData(BaseModel):
+    training_job_id: str
+    model_id: str
+    model_type: str
+    training_duration_minutes: int
+    final_accuracy: float
+    validation_accuracy: float
+    hyperparameter_trials: int
+    deployment_ready: bool
+    performance_improvement: float
+
+
+class TrainingCompletedEvent(BaseModel):
+    event_id: str
+    timestamp: datetime
+    training_completed: TrainingCompletedData

@@ -1,0 +1,126 @@
+"""Inputs and outputs of the workflows and activities: one pydantic model per call, references not data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from pmls.contracts.enums import ModelType, Task, TrainingStatus
+from pmls.contracts.models import DatasetConfig, ModelArtifact, TrainingMetrics, TrainingRequest
+
+
+class TrainingWorkflowInput(BaseModel):
+    job_id: str
+    request: TrainingRequest
+
+
+class DatasetRef(BaseModel):
+    """A data set on the artifact store: where, what exactly (content hash) and how big."""
+
+    uri: str
+    content_hash: str
+    rows: int
+    columns: list[str]
+
+
+class SplitRef(BaseModel):
+    train: DatasetRef
+    validation: DatasetRef
+    test: DatasetRef
+    task: Task
+    classes: list[Any] | None = None
+    description: str = ""
+
+
+class LoadDatasetInput(BaseModel):
+    job_id: str
+    dataset_config: DatasetConfig
+
+
+class SplitDatasetInput(BaseModel):
+    job_id: str
+    dataset: DatasetRef
+    dataset_config: DatasetConfig
+    seed: int
+
+
+class TrainModelInput(BaseModel):
+    job_id: str
+    splits: SplitRef
+    dataset_config: DatasetConfig
+    model_type: ModelType
+    seed: int
+    params: dict[str, Any] | None = None
+
+
+class TrainedModelRef(BaseModel):
+    bundle_uri: str
+    task: Task
+    classes: list[Any] | None = None
+    primary_metric: str
+    metrics: TrainingMetrics
+    best_iteration: int
+    params: dict[str, Any] = Field(default_factory=dict)
+    model_size_mb: float
+    latency_ms_per_row: float | None = None
+    duration_seconds: float
+
+
+class RegisterModelInput(BaseModel):
+    job_id: str
+    request: TrainingRequest
+    splits: SplitRef
+    trained: TrainedModelRef
+
+
+class RegisteredModel(BaseModel):
+    model_id: str
+    model_name: str
+    version: str
+    model_uri: str
+    run_id: str
+
+
+class JobStatusUpdate(BaseModel):
+    job_id: str
+    status: TrainingStatus
+    stage: str
+    progress: float
+    metrics: TrainingMetrics | None = None
+    error: str | None = None
+    model_id: str | None = None
+    estimated_completion: datetime | None = None
+
+
+class CompleteJobInput(BaseModel):
+    job_id: str
+    request: TrainingRequest
+    trained: TrainedModelRef
+    registered: RegisteredModel
+    started_at: datetime
+    finished_at: datetime
+    hyperparameter_trials: int = 0
+
+
+class Progress(BaseModel):
+    """What the ``progress`` query answers."""
+
+    job_id: str
+    status: TrainingStatus
+    stage: str
+    progress_percentage: float
+    metrics: TrainingMetrics | None = None
+    started_at: datetime | None = None
+    estimated_completion: datetime | None = None
+    model_id: str | None = None
+    error: str | None = None
+
+
+class TrainingOutcome(BaseModel):
+    job_id: str
+    status: TrainingStatus
+    model_id: str | None = None
+    artifact: ModelArtifact | None = None
+    error: str | None = None

@@ -1,0 +1,150 @@
+"""Configuration, one pydantic-settings class per concern, all read from ``PMLS_*`` variables.
+
+A part whose URL is unset runs embedded (DESIGN.md §2): ``pmls up``, the tests and the demo start it.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ENV = SettingsConfigDict(env_prefix="PMLS_", extra="ignore")
+
+
+def pmls_home() -> Path:
+    return Path(os.environ.get("PMLS_HOME", ".pmls")).expanduser().resolve()
+
+
+class TemporalSettings(BaseSettings):
+    model_config = _ENV
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    task_queue: str = Field("pmls-training", description="workflows and light I/O activities")
+    trials_task_queue: str = Field("pmls-trials", description="CPU training activities")
+
+    @property
+    def embedded(self) -> bool:
+        return not self.temporal_address
+
+    @property
+    def address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.temporal_ui_port}" if self.embedded else ""
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = _ENV
+    database_url: str | None = None
+    postgres_port: int = 5433
+    database_name: str = "pmls"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+    @property
+    def url(self) -> str:
+        """asyncpg/libpq URL of the service database."""
+        return self.database_url or f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{self.database_name}"
+
+    def url_for(self, database: str) -> str:
+        """The same server, another database (MLflow keeps its tables in ``mlflow``)."""
+        base, _, _ = self.url.rpartition("/")
+        return f"{base}/{database}"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+class RedisSettings(BaseSettings):
+    model_config = _ENV
+    redis_url: str | None = None
+    redis_port: int = 6380
+    redis_socket_timeout: float = 0.5
+
+    @property
+    def embedded(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+class MlflowSettings(BaseSettings):
+    model_config = _ENV
+    mlflow_tracking_uri: str | None = None
+    mlflow_port: int = 5000
+
+    @property
+    def embedded(self) -> bool:
+        return not self.mlflow_tracking_uri
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://127.0.0.1:{self.mlflow_port}"
+
+
+class ApiSettings(BaseSettings):
+    model_config = _ENV
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+class WorkerSettings(BaseSettings):
+    model_config = _ENV
+    trial_slots: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    relay_interval_seconds: float = 2.0
+
+
+class Settings(BaseSettings):
+    """Everything, for the composition roots (workers, API, CLI, stack)."""
+
+    model_config = _ENV
+    artifact_root: str | None = None
+
+    @cached_property
+    def home(self) -> Path:
+        return pmls_home()
+
+    @property
+    def artifacts(self) -> str:
+        return self.artifact_root or str(self.home / "artifacts")
+
+    @cached_property
+    def temporal(self) -> TemporalSettings:
+        return TemporalSettings()
+
+    @cached_property
+    def database(self) -> DatabaseSettings:
+        return DatabaseSettings()
+
+    @cached_property
+    def redis(self) -> RedisSettings:
+        return RedisSettings()
+
+    @cached_property
+    def mlflow(self) -> MlflowSettings:
+        return MlflowSettings()
+
+    @cached_property
+    def api(self) -> ApiSettings:
+        return ApiSettings()
+
+    @cached_property
+    def worker(self) -> WorkerSettings:
+        return WorkerSettings()

@@ -1,0 +1,106 @@
+"""MLflow: one experiment per lineage, one run per job, one registered model version per completed job.
+
+Registration is idempotent: a retried activity finds the version already tagged with its job id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pmls.contracts import TrainingRequest
+from pmls.contracts.ids import model_id as build_model_id
+from pmls.contracts.workflow import RegisteredModel, SplitRef, TrainedModelRef
+
+log = logging.getLogger("pmls.registry")
+JOB_TAG = "pmls.job_id"
+
+
+class ModelRegistry:
+    def __init__(self, tracking_uri: str) -> None:
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri)
+
+    def experiment_id(self, model_name: str) -> str:
+        name = f"pmls/{model_name}"
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, tags={"pmls.lineage": model_name})
+        except MlflowException:  # created concurrently
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def find_version(self, model_name: str, job_id: str) -> Any | None:
+        try:
+            versions = self.client.search_model_versions(f"name = '{model_name}'")
+        except MlflowException:
+            return None
+        return next((v for v in versions if v.tags.get(JOB_TAG) == job_id), None)
+
+    def _run_for(self, experiment_id: str, job_id: str, tags: dict[str, str]) -> str:
+        runs = self.client.search_runs([experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_id}'", max_results=1)
+        if runs:
+            return runs[0].info.run_id
+        return self.client.create_run(experiment_id, run_name=job_id, tags=tags).info.run_id
+
+    def register(self, *, job_id: str, request: TrainingRequest, splits: SplitRef, trained: TrainedModelRef,
+                 bundle: Any, sample: pd.DataFrame) -> RegisteredModel:
+        from pmls.ml.serving import log_pyfunc_model
+
+        name = request.lineage
+        existing = self.find_version(name, job_id)
+        if existing is None:
+            tags = {JOB_TAG: job_id, "pmls.model_type": request.model_type.value,
+                    "pmls.training_mode": request.training_mode.value, "pmls.lineage": name}
+            run_id = self._run_for(self.experiment_id(name), job_id, tags)
+            with mlflow.start_run(run_id=run_id):
+                _log_run(request, splits, trained)
+                info = log_pyfunc_model(bundle, trained.bundle_uri, sample, name="model")
+            existing = mlflow.register_model(info.model_uri, name, tags={JOB_TAG: job_id})
+            self.client.set_terminated(run_id, "FINISHED")
+        return RegisteredModel(
+            model_id=build_model_id(name, request.model_type.value, str(existing.version)), model_name=name,
+            version=str(existing.version), model_uri=f"models:/{name}/{existing.version}", run_id=existing.run_id,
+        )
+
+    def alias_version(self, model_name: str, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(model_name, alias, version)
+
+
+def _log_run(request: TrainingRequest, splits: SplitRef, trained: TrainedModelRef) -> None:
+    cfg = request.dataset_config
+    mlflow.log_params({
+        "model_type": request.model_type.value, "training_mode": request.training_mode.value,
+        "task": trained.task.value, "target": cfg.target, "source": cfg.source[:250],
+        "training_period": cfg.training_period, "validation_period": cfg.validation_period,
+        "test_period": cfg.test_period, "best_iteration": trained.best_iteration,
+        **{f"param.{k}": v for k, v in trained.params.items()},
+    })
+    metrics = trained.metrics
+    values = {f"validation_{k}": v for k, v in metrics.validation_metrics.items()}
+    values |= {f"test_{k}": v for k, v in metrics.test_metrics.items()}
+    for key in ("training_accuracy", "validation_accuracy", "training_loss", "validation_loss"):
+        if getattr(metrics, key) is not None:
+            values[key] = getattr(metrics, key)
+    values |= {"model_size_mb": trained.model_size_mb, "train_seconds": trained.duration_seconds}
+    if trained.latency_ms_per_row is not None:
+        values["latency_ms_per_row"] = trained.latency_ms_per_row
+    mlflow.log_metrics(values)
+    mlflow.log_text(splits.description, "split.txt")
+    mlflow.log_dict(metrics.feature_importance, "feature_importance.json")
+    mlflow.log_text(json.dumps(request.model_dump(mode="json"), indent=2), "training_request.json")
+
+

@@ -1,0 +1,98 @@
+"""``pmls worker --queue NAME``: the worker for one task queue.
+
+``pmls-training`` runs the workflows and the light I/O activities (and the outbox relay);
+``pmls-trials`` runs the CPU-heavy activities in a thread pool, one slot per core by default.
+They are separate processes so that training never starves the workflow event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from pmls.settings import Settings
+
+log = logging.getLogger("pmls.worker")
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal.address, namespace=settings.temporal.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def _relay_forever(outbox, cache, interval: float) -> None:
+    from pmls.storage.events import relay_outbox
+
+    while True:
+        try:
+            await relay_outbox(outbox, cache)
+        except Exception as exc:  # noqa: BLE001 - the relay must outlive a database blip
+            log.warning("outbox relay: %s", exc)
+        await asyncio.sleep(interval)
+
+
+async def run_training_worker(settings: Settings, client: Client, stop: asyncio.Event) -> None:
+    from activities.jobs import JobActivities
+    from pmls.storage.cache import Cache
+    from pmls.storage.postgres import Outbox, create_pool
+    from pmls.storage.registry import ModelRegistry
+    from workflows.training import TrainingWorkflow
+
+    pool = await create_pool(settings.database.url)
+    cache = Cache(settings.redis.url, timeout=settings.redis.redis_socket_timeout)
+    jobs = JobActivities(pool, cache, ModelRegistry(settings.mlflow.tracking_uri))
+    relay = asyncio.create_task(_relay_forever(Outbox(pool), cache, settings.worker.relay_interval_seconds))
+    worker = Worker(
+        client, task_queue=settings.temporal.task_queue, workflows=[TrainingWorkflow],
+        activities=[jobs.record_job_status, jobs.register_model, jobs.complete_job],
+    )
+    try:
+        await _run_until(worker, stop)
+    finally:
+        relay.cancel()
+        await cache.close()
+        await pool.close()
+
+
+async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Event) -> None:
+    from activities.data import DataActivities
+
+    slots = settings.worker.trial_slots
+    data = DataActivities(settings.artifacts)
+    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
+        worker = Worker(
+            client, task_queue=settings.temporal.trials_task_queue,
+            activities=[data.load_dataset, data.split_dataset, data.train_model],
+            activity_executor=executor, max_concurrent_activities=slots,
+        )
+        await _run_until(worker, stop)
+
+
+async def _run_until(worker: Worker, stop: asyncio.Event) -> None:
+    async with worker:
+        log.info("worker on %s started", worker.task_queue)
+        await stop.wait()
+        log.info("worker on %s stopping", worker.task_queue)
+
+
+async def run_worker(queue: str, settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    runners = {settings.temporal.task_queue: run_training_worker, settings.temporal.trials_task_queue: run_trials_worker}
+    if queue not in runners:
+        raise SystemExit(f"unknown queue {queue!r}; choose one of: {', '.join(runners)}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    client = await connect_temporal(settings)
+    await runners[queue](settings, client, stop)

@@ -1,0 +1,226 @@
+"""TrainingWorkflow: one job, durably, from request to registered model. Workflow id = job id."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from pmls.contracts import (
+        SUPPORTED_MODEL_TYPES,
+        SUPPORTED_TRAINING_MODES,
+        TrainingMetrics,
+        TrainingStatus,
+    )
+    from pmls.contracts.models import ModelArtifact
+    from pmls.contracts.workflow import (
+        CompleteJobInput,
+        DatasetRef,
+        JobStatusUpdate,
+        LoadDatasetInput,
+        Progress,
+        RegisteredModel,
+        RegisterModelInput,
+        SplitDatasetInput,
+        SplitRef,
+        TrainedModelRef,
+        TrainingOutcome,
+        TrainingWorkflowInput,
+        TrainModelInput,
+    )
+
+STATUS_KEY = SearchAttributeKey.for_keyword("TrainingStatus")
+MODEL_TYPE_KEY = SearchAttributeKey.for_keyword("ModelType")
+TRAINING_MODE_KEY = SearchAttributeKey.for_keyword("TrainingMode")
+MODEL_NAME_KEY = SearchAttributeKey.for_keyword("ModelName")
+
+# Bad input never gets better by retrying.
+NON_RETRYABLE = ["DataError", "ValidationError", "UnsupportedError"]
+IO_RETRY = RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=10),
+                       non_retryable_error_types=NON_RETRYABLE)
+CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
+
+# (stage, progress when it starts)
+STAGES = {"validating": 1, "loading_data": 5, "splitting": 15, "training": 25, "registering": 80,
+          "publishing": 95, "completed": 100}
+
+
+@workflow.defn(name="TrainingWorkflow")
+class TrainingWorkflow:
+    def __init__(self) -> None:
+        self._job_id = ""
+        self._status = TrainingStatus.QUEUED
+        self._stage = "queued"
+        self._progress = 0.0
+        self._metrics: TrainingMetrics | None = None
+        self._model_id: str | None = None
+        self._error: str | None = None
+        self._started = None
+        self._pipeline: asyncio.Task | None = None
+        self._cancel_reason: str | None = None
+
+    @workflow.run
+    async def run(self, inp: TrainingWorkflowInput) -> TrainingOutcome:
+        self._job_id = inp.job_id
+        self._started = workflow.now()
+        self._pipeline = asyncio.create_task(self._run_pipeline(inp))
+        try:
+            return await self._pipeline
+        except BaseException as exc:
+            if not (isinstance(exc, asyncio.CancelledError) or is_cancelled_exception(exc)):
+                if isinstance(exc, Exception):
+                    return await self._fail(exc)
+                raise
+            await self._finish(TrainingStatus.CANCELLED, "cancelled", error=self._cancel_reason or "cancelled")
+            if self._cancel_reason is None:
+                raise  # Temporal's own cancel: the execution closes as Cancelled
+            return self._outcome()
+
+    @workflow.signal
+    def cancel(self, reason: str | None = None) -> None:
+        """Stop the job: running activities are cancelled through their heartbeats."""
+        self._cancel_reason = reason or "cancelled by request"
+        if self._pipeline is not None and not self._pipeline.done():
+            self._pipeline.cancel()
+
+    @workflow.query
+    def progress(self) -> Progress:
+        return Progress(
+            job_id=self._job_id, status=self._status, stage=self._stage, progress_percentage=self._progress,
+            metrics=self._metrics, started_at=self._started, estimated_completion=self._eta(),
+            model_id=self._model_id, error=self._error,
+        )
+
+    # -- the stages ----------------------------------------------------------------------------
+    async def _run_pipeline(self, inp: TrainingWorkflowInput) -> TrainingOutcome:
+        req, job_id = inp.request, inp.job_id
+        cfg = req.dataset_config
+        await self._enter("validating", status=TrainingStatus.RUNNING)
+        self._validate(inp)
+        seed = workflow.random().randint(0, 2**31 - 1)
+
+        await self._enter("loading_data")
+        dataset = await self._cpu("load_dataset", LoadDatasetInput(job_id=job_id, dataset_config=cfg), DatasetRef,
+                                  timeout=timedelta(minutes=30))
+        await self._enter("splitting")
+        splits = await self._cpu("split_dataset", SplitDatasetInput(job_id=job_id, dataset=dataset,
+                                 dataset_config=cfg, seed=seed), SplitRef, timeout=timedelta(minutes=30))
+        await self._enter("training")
+        trained = await self._cpu(
+            "train_model",
+            TrainModelInput(job_id=job_id, splits=splits, dataset_config=cfg, model_type=req.model_type, seed=seed),
+            TrainedModelRef, timeout=timedelta(hours=4),
+        )
+        self._metrics = trained.metrics
+        await self._enter("registering")
+        registered = await self._io(
+            "register_model", RegisterModelInput(job_id=job_id, request=req, splits=splits, trained=trained),
+            RegisteredModel, timeout=timedelta(minutes=10),
+        )
+        self._model_id = registered.model_id
+        await self._enter("publishing")
+        artifact = await self._io(
+            "complete_job",
+            CompleteJobInput(job_id=job_id, request=req, trained=trained, registered=registered,
+                             started_at=self._started, finished_at=workflow.now()),
+            ModelArtifact, timeout=timedelta(minutes=5),
+        )
+        self._status, self._stage, self._progress = TrainingStatus.COMPLETED, "completed", 100.0
+        await self._set_search_status()
+        workflow.set_current_details(f"COMPLETED: {artifact.model_id} ({_headline(artifact)})")
+        return TrainingOutcome(job_id=job_id, status=self._status, model_id=artifact.model_id, artifact=artifact)
+
+    def _validate(self, inp: TrainingWorkflowInput) -> None:
+        # The API checks this too; a job started straight from the temporal CLI must fail just as clearly.
+        req = inp.request
+        if req.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ApplicationError(f"model_type: {req.model_type.value} is not supported yet",
+                                   type="UnsupportedError", non_retryable=True)
+        if req.training_mode not in SUPPORTED_TRAINING_MODES:
+            raise ApplicationError(f"training_mode: {req.training_mode.value} is not supported yet",
+                                   type="UnsupportedError", non_retryable=True)
+
+    # -- helpers -------------------------------------------------------------------------------
+    async def _cpu(self, name: str, arg, result_type, *, timeout: timedelta):
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, task_queue=_trials_queue(),
+            start_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=60), retry_policy=CPU_RETRY,
+        )
+
+    async def _io(self, name: str, arg, result_type, *, timeout: timedelta):
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=IO_RETRY,
+        )
+
+    async def _enter(self, stage: str, *, status: TrainingStatus | None = None) -> None:
+        first = self._status is TrainingStatus.QUEUED
+        self._stage, self._progress = stage, float(STAGES[stage])
+        if status is not None:
+            self._status = status
+        if first:
+            await self._set_search_status()
+        workflow.set_current_details(f"{self._status.value}: {stage} ({self._progress:.0f}%)")
+        await self._record()
+
+    async def _record(self) -> None:
+        await self._io(
+            "record_job_status",
+            JobStatusUpdate(job_id=self._job_id, status=self._status, stage=self._stage, progress=self._progress,
+                            metrics=self._metrics, error=self._error, model_id=self._model_id,
+                            estimated_completion=self._eta()),
+            None, timeout=timedelta(seconds=30),
+        )
+
+    async def _finish(self, status: TrainingStatus, stage: str, *, error: str | None = None) -> None:
+        self._status, self._stage, self._error = status, stage, error
+        workflow.set_current_details(f"{status.value}: {error or stage}")
+        await self._set_search_status()
+        await self._record()
+
+    async def _fail(self, exc: Exception) -> TrainingOutcome:
+        reason = _reason(exc)
+        await self._finish(TrainingStatus.FAILED, self._stage, error=reason)
+        # Fail the execution too, so the Temporal UI and `temporal workflow list` show it as Failed.
+        raise ApplicationError(reason, type="TrainingFailed", non_retryable=True) from exc
+
+    async def _set_search_status(self) -> None:
+        workflow.upsert_search_attributes([STATUS_KEY.value_set(self._status.value)])
+
+    def _eta(self):
+        if self._started is None or self._status.is_terminal or self._progress <= 0:
+            return None
+        elapsed = workflow.now() - self._started
+        return workflow.now() + elapsed * ((100.0 - self._progress) / self._progress)
+
+    def _outcome(self) -> TrainingOutcome:
+        return TrainingOutcome(job_id=self._job_id, status=self._status, model_id=self._model_id, error=self._error)
+
+
+def _trials_queue() -> str:
+    # The queue name travels in the memo so a deployment can rename queues without a code change.
+    memo = workflow.memo_value("trials_task_queue", default="pmls-trials")
+    return str(memo)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost readable message: an activity's ApplicationError, not the wrapper around it."""
+    messages = []
+    while exc is not None:
+        message = getattr(exc, "message", None) or str(exc)
+        if message:
+            messages.append(message)
+        exc = exc.__cause__
+    for message in reversed(messages):
+        if message and not message.startswith(("Activity task failed", "activity error")):
+            return message
+    return messages[-1] if messages else "unknown error"
+
+
+def _headline(artifact: ModelArtifact) -> str:
+    perf = artifact.performance_metrics
+    value = perf.test.get(perf.primary_metric)
+    return f"test {perf.primary_metric}={value:.4f}" if value is not None else "registered"
