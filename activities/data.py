@@ -58,8 +58,9 @@ def _file_hash(path: Path) -> str:
 
 
 class DataActivities:
-    def __init__(self, artifact_root: str, frames: FrameCache | None = None) -> None:
+    def __init__(self, artifact_root: str, *, threads_per_trial: int = 1, frames: FrameCache | None = None) -> None:
         self.root = Path(artifact_root)
+        self.threads = threads_per_trial  # slots x threads = cores: concurrent trials must not oversubscribe
         self.frames = frames or FrameCache()
 
     def _job_dir(self, job_id: str) -> Path:
@@ -109,7 +110,8 @@ class DataActivities:
             activity.heartbeat({"iteration": iteration, "of": total})
 
         with input_errors():
-            model = train_model(splits, inp.dataset_config, inp.model_type, params=inp.params, seed=inp.seed,
+            params = {"num_threads": self.threads, **(inp.params or {})}
+            model = train_model(splits, inp.dataset_config, inp.model_type, params=params, seed=inp.seed,
                                 callbacks=[heartbeat])
         bundle_dir = save_bundle(model, self._job_dir(inp.job_id) / "model")
         return TrainedModelRef(

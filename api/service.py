@@ -8,7 +8,12 @@ import uuid
 from datetime import UTC, datetime
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -25,6 +30,7 @@ from pmls.contracts import (
 )
 from pmls.contracts.errors import ConflictError, NotFoundError, UnavailableError, UnsupportedError
 from pmls.contracts.ids import TRAINING_WORKFLOW, new_job_id, request_hash
+from pmls.contracts.params import unknown_parameters
 from pmls.contracts.workflow import Progress, TrainingWorkflowInput
 from pmls.settings import Settings
 from pmls.storage.cache import Cache
@@ -47,6 +53,10 @@ def check_supported(request: TrainingRequest) -> None:
         names = ", ".join(sorted(t.value for t in SUPPORTED_MODEL_TYPES))
         raise UnsupportedError(f"{request.model_type.value} is not supported yet; supported: {names}",
                                field="model_type")
+    unknown = unknown_parameters(request.model_type, list(request.hyperparameter_config.search_space))
+    if unknown:
+        raise UnsupportedError(f"{request.model_type.value} has no parameter {', '.join(unknown)}",
+                               field=f"hyperparameter_config.search_space.{unknown[0]}")
     if request.training_mode not in SUPPORTED_TRAINING_MODES:
         raise UnsupportedError(f"{request.training_mode.value} is not supported yet; use FULL_RETRAIN",
                                field="training_mode")
@@ -92,6 +102,8 @@ class JobService:
             await self.temporal.start_workflow(
                 TRAINING_WORKFLOW, TrainingWorkflowInput(job_id=job_id, request=request), id=job_id,
                 task_queue=t.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                # A job runs once: starting a finished job's id again must not re-run it.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=attrs, memo={"trials_task_queue": t.trials_task_queue},
                 static_summary=f"{request.model_type.value} {request.training_mode.value} -> {request.lineage}",
                 static_details=f"target `{cfg.target}` from `{cfg.source}`",
@@ -136,6 +148,7 @@ class JobService:
             "current_stage": progress.stage, "progress_percentage": progress.progress_percentage,
             "training_metrics": progress.metrics or job.training_metrics,
             "estimated_completion": progress.estimated_completion,
+            "error": progress.error or job.error, "model_id": progress.model_id or job.model_id,
         })
 
     async def cancel(self, job_id: str, *, wait_seconds: float = 10.0) -> CancellationResult:

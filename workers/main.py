@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -67,12 +69,15 @@ async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Ev
     from activities.data import DataActivities
 
     slots = settings.worker.trial_slots
-    data = DataActivities(settings.artifacts)
+    data = DataActivities(settings.artifacts, threads_per_trial=max(1, (os.cpu_count() or 1) // slots))
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
         worker = Worker(
             client, task_queue=settings.temporal.trials_task_queue,
             activities=[data.load_dataset, data.split_dataset, data.train_model],
             activity_executor=executor, max_concurrent_activities=slots,
+            # Heartbeats carry cancellation back: send them often enough that a cancel lands in ~1 s.
+            max_heartbeat_throttle_interval=timedelta(seconds=1),
+            default_heartbeat_throttle_interval=timedelta(seconds=1),
         )
         await _run_until(worker, stop)
 

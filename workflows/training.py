@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.workflow import ActivityCancellationType
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -17,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
         TrainingStatus,
     )
     from pmls.contracts.models import ModelArtifact
+    from pmls.contracts.params import fixed_parameters
     from pmls.contracts.workflow import (
         CompleteJobInput,
         DatasetRef,
@@ -112,7 +114,8 @@ class TrainingWorkflow:
         await self._enter("training")
         trained = await self._cpu(
             "train_model",
-            TrainModelInput(job_id=job_id, splits=splits, dataset_config=cfg, model_type=req.model_type, seed=seed),
+            TrainModelInput(job_id=job_id, splits=splits, dataset_config=cfg, model_type=req.model_type, seed=seed,
+                            params=fixed_parameters(req.hyperparameter_config.search_space)),
             TrainedModelRef, timeout=timedelta(hours=4),
         )
         self._metrics = trained.metrics
@@ -149,6 +152,8 @@ class TrainingWorkflow:
         return await workflow.execute_activity(
             name, arg, result_type=result_type, task_queue=_trials_queue(),
             start_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=60), retry_policy=CPU_RETRY,
+            # The job is CANCELLED only once training has really stopped and freed its slot.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
 
     async def _io(self, name: str, arg, result_type, *, timeout: timedelta):

@@ -1,0 +1,34 @@
+# pmls — the two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast up lint format clean
+
+install: $(STAMP)  ## create .venv and install pmls with its dev tools (idempotent)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install  ## start the embedded stack, train a real model end to end, print it, stop
+	$(BIN)/pmls demo
+
+test: install  ## the whole suite on the real stack (embedded servers unless PMLS_* URLs are set)
+	$(BIN)/pytest
+
+test-fast: install  ## everything but the slow end-to-end tests
+	$(BIN)/pytest -m "not slow"
+
+up: install  ## run the stack in the foreground until Ctrl-C
+	$(BIN)/pmls up
+
+lint: install
+	$(BIN)/ruff check pmls api workers workflows activities tests
+	$(BIN)/ruff format --check pmls api workers workflows activities tests || true
+
+clean:
+	rm -rf .pmls .pytest_cache .ruff_cache

@@ -1,0 +1,58 @@
+"""Bad input: a 422 naming the field, or a FAILED job with a reason — never a stack trace or a hang."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import unique, wait_for
+
+
+def _fields(resp) -> list[str]:
+    return [d["field"] for d in resp.json()["detail"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"model_type": "CATBOOST"}, "model_type", "XGBOOST"),
+        ({"training_mode": "SOMETIMES"}, "training_mode", "FULL_RETRAIN"),
+        ({"dataset_config": {"training_period": "2024-13-01/2024-06-30"}}, "dataset_config.training_period",
+         "ISO-8601"),
+        ({"dataset_config": {"validation_period": "2025-03-31/2025-01-01"}}, "dataset_config.validation_period",
+         "empty"),
+        ({"dataset_config": {"test_period": "2024-06-01/2024-06-30"}}, "dataset_config", "overlap"),
+        ({"hyperparameter_config": {"optimization_timeout": "soon"}}, "hyperparameter_config.optimization_timeout",
+         "duration"),
+        ({"model_type": "XGBOOST"}, "model_type", "not supported yet"),
+        ({"hyperparameter_config": {"search_space": {"leraning_rate": {"type": "float", "low": 0.1, "high": 0.1}}}},
+         "hyperparameter_config.search_space.leraning_rate", "leraning_rate"),
+    ],
+)
+def test_invalid_request_is_422_naming_the_field(api, demo_request, change, field, words):
+    resp = api.post("/api/v1/training/start", json=demo_request(unique("bad"), **change))
+    assert resp.status_code == 422, resp.text
+    assert field in _fields(resp)
+    assert words in resp.json()["message"]
+
+
+def test_missing_body_fields_are_named(api):
+    resp = api.post("/api/v1/training/start", json={"model_type": "LIGHTGBM", "dataset_config": {"source": "x"}})
+    assert resp.status_code == 422
+    assert "dataset_config.target" in _fields(resp)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"dataset_config": {"source": "/nonexistent/data.parquet"}}, "dataset_config.source: no file matches"),
+        ({"dataset_config": {"target": "will_churn"}}, "dataset_config.target: column 'will_churn' not in the data"),
+        ({"dataset_config": {"training_period": "2019-01-01/2019-12-31", "validation_period": "2020-01-01/2020-03-31",
+                             "test_period": "2020-04-01/2020-06-30"}}, "dataset_config.training_period"),
+    ],
+)
+def test_bad_data_fails_the_job_with_a_reason(api, demo_request, change, words):
+    job_id = unique("fails")
+    assert api.post("/api/v1/training/start", json=demo_request(job_id, **change)).status_code == 202
+    job = wait_for(api, job_id, timeout=60)
+    assert job["status"] == "FAILED"
+    assert words in job["error"]

@@ -1,0 +1,90 @@
+"""Cancellation by the API (Temporal's own cancel) and by the workflow's signal both end in CANCELLED,
+and they stop training that is already running."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import temporal, unique, wait_for
+
+# A job that would train for many minutes: a tiny learning rate and no early stopping.
+SLOW = {"hyperparameter_config": {"optimization_method": "none", "search_space": {
+    "learning_rate": {"type": "float", "low": 0.0005, "high": 0.0005},
+    "num_leaves": {"type": "int", "low": 255, "high": 255},
+    "num_boost_round": {"type": "int", "low": 100000, "high": 100000},
+    "early_stopping_rounds": {"type": "int", "low": 100000, "high": 100000},
+}}}
+
+
+@pytest.fixture(scope="module")
+def slow_request(demo_request, tmp_path_factory):
+    from pmls.ml.demo_data import generate_demo_dataset
+
+    data = generate_demo_dataset(Path(tmp_path_factory.mktemp("slow")) / "big.parquet", rows_per_day=60)
+
+    def build(job_id: str) -> dict:
+        body = demo_request(job_id, **SLOW)
+        body["dataset_config"]["source"] = str(data)
+        return body
+
+    return build
+
+
+def _start_and_reach_training(api, body) -> str:
+    assert api.post("/api/v1/training/start", json=body).status_code == 202
+    wait_for(api, body["training_id"], until=lambda j: j["current_stage"] == "training" or j["status"] != "RUNNING"
+             and j["status"] != "QUEUED", timeout=120)
+    time.sleep(2)  # let a few boosting rounds run: the cancel must interrupt real training
+    return body["training_id"]
+
+
+def _no_pending_activities(settings, job_id: str) -> bool:
+    async def describe(client):
+        return await client.get_workflow_handle(job_id).describe()
+
+    return not temporal(settings, describe).raw_description.pending_activities
+
+
+def test_cancel_through_the_api_stops_training(api, settings, slow_request):
+    job_id = _start_and_reach_training(api, slow_request(unique("cancel_api")))
+    started = time.monotonic()
+    resp = api.post(f"/api/v1/training/{job_id}/cancel")
+    assert resp.status_code == 200 and resp.json()["cancelled"] is True
+    job = wait_for(api, job_id, timeout=60)
+    assert job["status"] == "CANCELLED"
+    assert time.monotonic() - started < 30
+    assert _no_pending_activities(settings, job_id)  # the training activity really ended
+
+    async def status(client):
+        return (await client.get_workflow_handle(job_id).describe()).status.name
+
+    assert temporal(settings, status) == "CANCELED"
+    again = api.post(f"/api/v1/training/{job_id}/cancel").json()
+    assert again["cancelled"] is False and again["status"] == "CANCELLED"
+
+
+def test_cancel_signal_stops_training(api, settings, slow_request):
+    job_id = _start_and_reach_training(api, slow_request(unique("cancel_signal")))
+
+    async def signal(client):
+        await client.get_workflow_handle(job_id).signal("cancel", "no longer needed")
+
+    temporal(settings, signal)
+    job = wait_for(api, job_id, timeout=60)
+    assert job["status"] == "CANCELLED"
+    assert job["error"] == "no longer needed"
+    assert _no_pending_activities(settings, job_id)
+
+
+def test_temporal_cli_cancel_shows_as_cancelled(api, settings, slow_request):
+    import subprocess
+
+    from pmls.stack import _temporal_cli
+
+    job_id = _start_and_reach_training(api, slow_request(unique("cancel_cli")))
+    subprocess.run([_temporal_cli(), "workflow", "cancel", "-w", job_id, "--address", settings.temporal.address],
+                   check=True, capture_output=True, timeout=30)
+    assert wait_for(api, job_id, timeout=60)["status"] == "CANCELLED"

@@ -1,0 +1,44 @@
+"""Polling and client helpers shared by the tests (no sleeps-as-assertions)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+
+import httpx
+
+from pmls.settings import Settings
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{time.strftime('%H%M%S')}_{os.urandom(3).hex()}"
+
+
+def wait_for(api: httpx.Client, job_id: str, *, until: Callable[[dict], bool] | None = None,
+             timeout: float = 180.0) -> dict:
+    """Poll the status endpoint until ``until(job)`` (default: a terminal status)."""
+    until = until or (lambda job: job["status"] in TERMINAL)
+    deadline = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < deadline:
+        resp = api.get(f"/api/v1/training/{job_id}/status")
+        assert resp.status_code == 200, resp.text
+        job = resp.json()
+        if until(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not get there in {timeout:.0f} s; last seen: {job}")
+
+
+def temporal(settings: Settings, coro_fn: Callable) -> object:
+    """Run one coroutine against a fresh Temporal client (tests are sync; the SDK is async)."""
+    from workers.main import connect_temporal
+
+    async def main():
+        return await coro_fn(await connect_temporal(settings))
+
+    return asyncio.run(main())
