@@ -136,3 +136,13 @@ def test_temporal_search_attributes_and_summary(settings, completed):
     attrs = {key.name: value for key, value in desc.typed_search_attributes}
     assert attrs["TrainingStatus"] == "COMPLETED"
     assert attrs["ModelType"] == "LIGHTGBM" and attrs["TrainingMode"] == "FULL_RETRAIN"
+
+
+def test_history_replays_on_the_current_code(settings, completed):
+    from tests.helpers import temporal
+    from tests.workflows.test_replay import replay
+
+    async def history(client):
+        return await client.get_workflow_handle(completed["job_id"]).fetch_history()
+
+    replay(temporal(settings, history))

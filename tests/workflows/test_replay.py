@@ -1,0 +1,33 @@
+"""Determinism: recorded histories must replay on the current workflow code.
+
+A change that breaks replay would break every job in flight during a deploy; guard such changes with
+``workflow.patched(...)``. New histories come from ``python -m tests.workflows.record JOB_ID`` against a stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.training import TrainingWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def replay(history: WorkflowHistory) -> None:
+    replayer = Replayer(workflows=[TrainingWorkflow], data_converter=pydantic_data_converter)
+    asyncio.run(replayer.replay_workflow(history))
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+def test_committed_history_replays(path: Path):
+    replay(WorkflowHistory.from_json(path.stem, path.read_text()))
+
+
+def test_there_are_committed_histories():
+    assert {p.stem.split("-")[0] for p in HISTORIES} >= {"completed", "failed", "cancelled"}
