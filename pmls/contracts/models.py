@@ -63,7 +63,17 @@ class DatasetConfig(Contract):
     entity_column: str | None = None
     task: Task | None = Field(None, description="binary, multiclass or regression; inferred when absent")
     features: list[str] | None = Field(None, description="columns to use; default: all but target")
-    sequence_length: int = Field(10, ge=2, le=512)
+    sequence_length: int = Field(10, ge=2, le=512, description="LSTM: time steps per entity sequence")
+    gap: str | None = Field(None, description="time left out between training and validation data, e.g. P7D")
+    balancing_method: Literal["class_weight", "oversample"] = "class_weight"
+    augmentation_method: Literal["auto", "jitter", "mixup"] = "auto"
+
+    @field_validator("gap")
+    @classmethod
+    def _gap(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value).total_seconds() < 0:
+            raise ValueError("the gap cannot be negative")
+        return value
 
     @field_validator("training_period", "validation_period", "test_period")
     @classmethod
