@@ -13,16 +13,20 @@ from temporalio import activity
 
 from activities.errors import input_errors
 from pmls.contracts.workflow import (
+    CrossValidateInput,
+    CVScore,
     DatasetRef,
+    FitFinalInput,
     LoadDatasetInput,
+    PreparedRef,
+    PrepareInput,
     SplitDatasetInput,
     SplitRef,
     TrainedModelRef,
-    TrainModelInput,
 )
+from pmls.ml.bundle import load_bundle, save_bundle
 from pmls.ml.data import Splits, load_source, prepare_splits
-from pmls.ml.serving import load_bundle, save_bundle
-from pmls.ml.training import train_model
+from pmls.ml.pipeline import FitOptions, Prepared, cross_validate, fit_final, higher_is_better, prepare
 
 
 class FrameCache:
@@ -58,10 +62,11 @@ def _file_hash(path: Path) -> str:
 
 
 class DataActivities:
-    def __init__(self, artifact_root: str, *, threads_per_trial: int = 1, frames: FrameCache | None = None) -> None:
+    def __init__(self, artifact_root: str, *, threads_per_trial: int = 1) -> None:
         self.root = Path(artifact_root)
         self.threads = threads_per_trial  # slots x threads = cores: concurrent trials must not oversubscribe
-        self.frames = frames or FrameCache()
+        self.frames = FrameCache()
+        self.prepared = PreparedCache()
 
     def _job_dir(self, job_id: str) -> Path:
         path = self.root / "jobs" / job_id
@@ -96,40 +101,100 @@ class DataActivities:
             task=splits.task, classes=splits.classes, description=splits.description,
         )
 
-    @activity.defn(name="train_model")
-    def train_model(self, inp: TrainModelInput) -> TrainedModelRef:
-        """Fit one model; heartbeats every boosting round so cancellation lands between rounds."""
+    @activity.defn(name="prepare_features")
+    def prepare_features(self, inp: PrepareInput) -> PreparedRef:
+        """Fit the preprocessing on the training period, plan the CV folds, select features — once per job."""
         activity.heartbeat("preparing")
-        started = time.monotonic()
-        ref = inp.splits
-        splits = Splits(train=self.frames.read(ref.train), validation=self.frames.read(ref.validation),
-                        test=self.frames.read(ref.test), task=ref.task, classes=ref.classes,
-                        description=ref.description)
-
-        def heartbeat(iteration: int, total: int) -> None:
-            activity.heartbeat({"iteration": iteration, "of": total})
-
+        splits = self._splits(inp.splits)
         with input_errors():
-            params = {"num_threads": self.threads, **(inp.params or {})}
-            model = train_model(splits, inp.dataset_config, inp.model_type, params=params, seed=inp.seed,
-                                callbacks=[heartbeat])
-        bundle_dir = save_bundle(model, self._job_dir(inp.job_id) / "model")
-        return TrainedModelRef(
-            bundle_uri=str(bundle_dir), task=model.task, classes=model.classes, primary_metric=model.primary_metric, metrics=model.metrics,
-            best_iteration=int(model.best_iteration), params=_plain(model.params),
-            model_size_mb=_size_mb(bundle_dir),
-            latency_ms_per_row=_latency_ms(bundle_dir, splits, inp.dataset_config.target),
-            duration_seconds=time.monotonic() - started,
+            prepared = prepare(splits, inp.dataset_config, inp.validation_config, seed=inp.seed)
+        path = prepared.save(self._job_dir(inp.job_id) / "prepared")
+        self.prepared.put(str(path), prepared)
+        plan = prepared.plan
+        return PreparedRef(
+            uri=str(path), task=prepared.task, metric=prepared.metric,
+            higher_is_better=higher_is_better(prepared.metric), features=prepared.names,
+            dropped_features=prepared.selection.dropped if prepared.selection else {},
+            cv_strategy=plan.strategy, cv_folds=len(plan.folds), cv_description=plan.description,
+            rows={s: int(len(prepared.y[s])) for s in ("train", "validation", "test")},
         )
+
+    @activity.defn(name="cross_validate")
+    def cross_validate(self, inp: CrossValidateInput) -> CVScore:
+        """Score one configuration on the job's folds; heartbeats every round/epoch carry cancellation."""
+        activity.heartbeat("starting")
+        started = time.monotonic()
+        prepared = self.prepared.get(inp.prepared.uri)
+        opts = FitOptions.from_config(inp.dataset_config, inp.model_type, inp.params, seed=inp.seed,
+                                      num_threads=self.threads)
+        with input_errors():
+            result = cross_validate(prepared, opts, callbacks=[_heartbeat])
+        return CVScore(metric=result.metric, scores=result.scores, mean=result.mean, std=result.std,
+                       best_iterations=result.best_iterations, duration_seconds=time.monotonic() - started)
+
+    @activity.defn(name="fit_final")
+    def fit_final(self, inp: FitFinalInput) -> TrainedModelRef:
+        """Fit the chosen configuration, score every period, save the serving bundle."""
+        activity.heartbeat("starting")
+        started = time.monotonic()
+        prepared = self.prepared.get(inp.prepared.uri)
+        opts = FitOptions.from_config(inp.dataset_config, inp.model_type, inp.params, seed=inp.seed,
+                                      num_threads=self.threads)
+        with input_errors():
+            final = fit_final(prepared, opts, cv_scores=inp.cv.scores if inp.cv else (), callbacks=[_heartbeat])
+        bundle_dir = save_bundle(self._job_dir(inp.job_id) / "model", final=final, prepared=prepared,
+                                 cfg=inp.dataset_config, model_type=inp.model_type, params=_plain(opts.params))
+        return TrainedModelRef(
+            bundle_uri=str(bundle_dir), task=prepared.task, classes=prepared.classes,
+            primary_metric=prepared.metric, metrics=final.metrics,
+            best_iteration=int(final.model.best_iteration_ or 0), params=_plain(opts.params),
+            model_size_mb=_size_mb(bundle_dir), latency_ms_per_row=_latency_ms(bundle_dir, inp),
+            duration_seconds=time.monotonic() - started, model_type=inp.model_type, cv=inp.cv,
+            features=inp.prepared.features, dropped_features=inp.prepared.dropped_features,
+        )
+
+    def _splits(self, ref: SplitRef) -> Splits:
+        return Splits(train=self.frames.read(ref.train), validation=self.frames.read(ref.validation),
+                      test=self.frames.read(ref.test), task=ref.task, classes=ref.classes,
+                      description=ref.description)
+
+
+def _heartbeat(iteration: int, total: int, loss: float | None = None) -> None:
+    activity.heartbeat({"iteration": iteration, "of": total})
+
+
+class PreparedCache:
+    """Prepared data by path: trials of one job reuse it (and its sequence windows) in this worker."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        self._items: OrderedDict[str, Prepared] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, uri: str) -> Prepared:
+        with self._lock:
+            if uri in self._items:
+                self._items.move_to_end(uri)
+                return self._items[uri]
+        prepared = Prepared.load(Path(uri))
+        self.put(uri, prepared)
+        return prepared
+
+    def put(self, uri: str, prepared: Prepared) -> None:
+        with self._lock:
+            self._items[uri] = prepared
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
 
 
 def _size_mb(directory: Path) -> float:
     return round(sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 2**20, 4)
 
 
-def _latency_ms(bundle_dir: Path, splits: Splits, target: str) -> float:
+def _latency_ms(bundle_dir: Path, inp: FitFinalInput) -> float:
     """Prediction latency per row through the same code path the registered model serves with."""
-    rows = splits.test.drop(target).head(1000).to_pandas()
+    rows = pl.read_parquet(Path(inp.prepared.uri).parent / "test.parquet").drop(inp.dataset_config.target)
+    rows = rows.head(1000).to_pandas()
     bundle = load_bundle(bundle_dir)
     started = time.perf_counter()
     bundle.predict(rows)

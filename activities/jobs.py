@@ -52,7 +52,7 @@ class JobActivities:
         return await asyncio.to_thread(self._register, inp)
 
     def _register(self, inp: RegisterModelInput) -> RegisteredModel:
-        from pmls.ml.serving import load_bundle
+        from pmls.ml.bundle import load_bundle
 
         bundle = load_bundle(inp.trained.bundle_uri)
         sample = pl.read_parquet(inp.splits.test.uri).drop(inp.request.dataset_config.target).head(20).to_pandas()

@@ -73,7 +73,8 @@ async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Ev
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
         worker = Worker(
             client, task_queue=settings.temporal.trials_task_queue,
-            activities=[data.load_dataset, data.split_dataset, data.train_model],
+            activities=[data.load_dataset, data.split_dataset, data.prepare_features, data.cross_validate,
+                        data.fit_final],
             activity_executor=executor, max_concurrent_activities=slots,
             # Heartbeats carry cancellation back: send them often enough that a cancel lands in ~1 s.
             max_heartbeat_throttle_interval=timedelta(seconds=1),

@@ -21,9 +21,14 @@ with workflow.unsafe.imports_passed_through():
     from pmls.contracts.params import fixed_parameters
     from pmls.contracts.workflow import (
         CompleteJobInput,
+        CrossValidateInput,
+        CVScore,
         DatasetRef,
+        FitFinalInput,
         JobStatusUpdate,
         LoadDatasetInput,
+        PreparedRef,
+        PrepareInput,
         Progress,
         RegisteredModel,
         RegisterModelInput,
@@ -32,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         TrainedModelRef,
         TrainingOutcome,
         TrainingWorkflowInput,
-        TrainModelInput,
     )
 
 STATUS_KEY = SearchAttributeKey.for_keyword("TrainingStatus")
@@ -47,8 +51,8 @@ IO_RETRY = RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=10
 CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
 
 # (stage, progress when it starts)
-STAGES = {"validating": 1, "loading_data": 5, "splitting": 15, "training": 25, "registering": 80,
-          "publishing": 95, "completed": 100}
+STAGES = {"validating": 1, "loading_data": 5, "splitting": 10, "preparing": 15, "cross_validating": 25,
+          "training": 65, "registering": 85, "publishing": 95, "completed": 100}
 
 
 @workflow.defn(name="TrainingWorkflow")
@@ -111,11 +115,27 @@ class TrainingWorkflow:
         await self._enter("splitting")
         splits = await self._cpu("split_dataset", SplitDatasetInput(job_id=job_id, dataset=dataset,
                                  dataset_config=cfg, seed=seed), SplitRef, timeout=timedelta(minutes=30))
+        await self._enter("preparing")
+        prepared = await self._cpu(
+            "prepare_features",
+            PrepareInput(job_id=job_id, splits=splits, dataset_config=cfg, validation_config=req.validation_config,
+                         seed=seed),
+            PreparedRef, timeout=timedelta(hours=1),
+        )
+        params = fixed_parameters(req.hyperparameter_config.search_space)
+        await self._enter("cross_validating")
+        cv = await self._cpu(
+            "cross_validate",
+            CrossValidateInput(job_id=job_id, prepared=prepared, dataset_config=cfg, model_type=req.model_type,
+                               params=params, seed=seed),
+            CVScore, timeout=timedelta(hours=4),
+        )
+        self._metrics = TrainingMetrics(cross_validation_scores=cv.scores)
         await self._enter("training")
         trained = await self._cpu(
-            "train_model",
-            TrainModelInput(job_id=job_id, splits=splits, dataset_config=cfg, model_type=req.model_type, seed=seed,
-                            params=fixed_parameters(req.hyperparameter_config.search_space)),
+            "fit_final",
+            FitFinalInput(job_id=job_id, prepared=prepared, dataset_config=cfg, model_type=req.model_type,
+                          params=params, seed=seed, cv=cv),
             TrainedModelRef, timeout=timedelta(hours=4),
         )
         self._metrics = trained.metrics

@@ -57,7 +57,9 @@ class DatasetConfig(Contract):
     data_augmentation: bool = False
     class_balancing: bool = False
     # ours
-    source: str = Field(..., min_length=1, description="Parquet/CSV/NDJSON file or glob")
+    source: str = Field(..., min_length=1, description=(
+        "Parquet/CSV/NDJSON file, glob or folder; `duckdb:SELECT ...` over such files; or "
+        "`postgresql://user@host/db?table=NAME` (or `?query=SELECT ...`)"))
     target: str = Field(..., min_length=1, description="column to predict")
     timestamp_column: str | None = None
     entity_column: str | None = None
@@ -149,6 +151,13 @@ class TrainingRequest(Contract):
     model_name: str | None = Field(
         None, pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$", description="lineage; default: the target's name"
     )
+
+    @model_validator(mode="after")
+    def _lstm_needs_time(self) -> TrainingRequest:
+        if self.model_type is ModelType.LSTM and not self.dataset_config.timestamp_column:
+            raise ValueError("an LSTM learns from sequences ordered in time: set dataset_config.timestamp_column "
+                             "(and entity_column when the rows belong to several series)")
+        return self
 
     @property
     def lineage(self) -> str:

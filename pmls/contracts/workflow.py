@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pmls.contracts.enums import ModelType, Task, TrainingStatus
-from pmls.contracts.models import DatasetConfig, ModelArtifact, TrainingMetrics, TrainingRequest
+from pmls.contracts.models import DatasetConfig, ModelArtifact, TrainingMetrics, TrainingRequest, ValidationConfig
 
 
 class TrainingWorkflowInput(BaseModel):
@@ -46,13 +46,55 @@ class SplitDatasetInput(BaseModel):
     seed: int
 
 
-class TrainModelInput(BaseModel):
+class PrepareInput(BaseModel):
     job_id: str
     splits: SplitRef
     dataset_config: DatasetConfig
-    model_type: ModelType
+    validation_config: ValidationConfig
     seed: int
-    params: dict[str, Any] | None = None
+
+
+class PreparedRef(BaseModel):
+    """Preprocessed matrices, the CV plan and the feature selection of one job, on the artifact store."""
+
+    uri: str
+    task: Task
+    metric: str
+    higher_is_better: bool
+    features: list[str]
+    dropped_features: dict[str, str] = Field(default_factory=dict)
+    cv_strategy: str
+    cv_folds: int
+    cv_description: str = ""
+    rows: dict[str, int] = Field(default_factory=dict)
+
+
+class CrossValidateInput(BaseModel):
+    job_id: str
+    prepared: PreparedRef
+    dataset_config: DatasetConfig
+    model_type: ModelType
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int
+
+
+class CVScore(BaseModel):
+    metric: str
+    scores: list[float]
+    mean: float
+    std: float
+    best_iterations: list[int] = Field(default_factory=list)
+    duration_seconds: float
+
+
+class FitFinalInput(BaseModel):
+    job_id: str
+    prepared: PreparedRef
+    dataset_config: DatasetConfig
+    model_type: ModelType
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int
+    cv: CVScore | None = None
 
 
 class TrainedModelRef(BaseModel):
@@ -66,6 +108,10 @@ class TrainedModelRef(BaseModel):
     model_size_mb: float
     latency_ms_per_row: float | None = None
     duration_seconds: float
+    model_type: ModelType | None = None
+    cv: CVScore | None = None
+    features: list[str] = Field(default_factory=list)
+    dropped_features: dict[str, str] = Field(default_factory=dict)
 
 
 class RegisterModelInput(BaseModel):

@@ -57,7 +57,11 @@ def _suffix_of(files: list[str]) -> str:
 
 
 def load_source(source: str) -> pl.DataFrame:
-    """Read a Parquet / CSV / NDJSON file, directory or glob into one frame."""
+    """Read a Parquet / CSV / NDJSON file, directory or glob, or a query source, into one frame."""
+    from pmls.ml import sources  # query sources live there (DuckDB, PostgreSQL)
+
+    if sources.is_query_source(source):
+        return sources.read_query_source(source)
     files = _matching_files(source)
     if not files:
         raise DataError(SOURCE, f"no file matches '{source}'")

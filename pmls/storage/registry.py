@@ -52,7 +52,7 @@ class ModelRegistry:
 
     def register(self, *, job_id: str, request: TrainingRequest, splits: SplitRef, trained: TrainedModelRef,
                  bundle: Any, sample: pd.DataFrame) -> RegisteredModel:
-        from pmls.ml.serving import log_pyfunc_model
+        from pmls.ml.pyfunc import log_pyfunc_model
 
         name = request.lineage
         existing = self.find_version(name, job_id)
@@ -87,6 +87,9 @@ def _log_run(request: TrainingRequest, splits: SplitRef, trained: TrainedModelRe
         "task": trained.task.value, "target": cfg.target, "source": cfg.source[:250],
         "training_period": cfg.training_period, "validation_period": cfg.validation_period,
         "test_period": cfg.test_period, "best_iteration": trained.best_iteration,
+        "feature_selection": cfg.feature_selection, "class_balancing": cfg.class_balancing,
+        "data_augmentation": cfg.data_augmentation, "cv_strategy": request.validation_config.cv_strategy,
+        "metric": trained.primary_metric,
         **{f"param.{k}": v for k, v in trained.params.items()},
     })
     metrics = trained.metrics
@@ -98,7 +101,13 @@ def _log_run(request: TrainingRequest, splits: SplitRef, trained: TrainedModelRe
     values |= {"model_size_mb": trained.model_size_mb, "train_seconds": trained.duration_seconds}
     if trained.latency_ms_per_row is not None:
         values["latency_ms_per_row"] = trained.latency_ms_per_row
+    if trained.cv is not None and trained.cv.scores:
+        values |= {"cv_mean": trained.cv.mean, "cv_std": trained.cv.std}
     mlflow.log_metrics(values)
+    if trained.cv is not None:
+        for fold, value in enumerate(trained.cv.scores):
+            mlflow.log_metric(f"cv_{trained.cv.metric}", value, step=fold)
+    mlflow.log_dict({"kept": trained.features, "dropped": trained.dropped_features}, "features.json")
     mlflow.log_text(splits.description, "split.txt")
     mlflow.log_dict(metrics.feature_importance, "feature_importance.json")
     mlflow.log_text(json.dumps(request.model_dump(mode="json"), indent=2), "training_request.json")

@@ -1,0 +1,91 @@
+"""A trained model as a plain directory: preprocessor, kept columns, the family's own safe files, meta.
+
+It predicts from raw rows exactly as the training rows were prepared, which is what the MLflow pyfunc
+model serves. No pickles, so a bundle loads across library versions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from pmls.contracts import DatasetConfig, ModelType, Task
+from pmls.ml.preprocess import Preprocessor
+
+PREPROCESSOR_FILE = "preprocessor.json"
+META_FILE = "meta.json"
+MODEL_DIR = "model"
+
+
+@dataclass
+class Bundle:
+    preprocessor: Preprocessor
+    model: Any
+    model_type: ModelType
+    task: Task
+    classes: list | None
+    metric: str
+    kept: list[int]
+    seq_len: int | None = None
+    timestamp_column: str | None = None
+    entity_column: str | None = None
+    params: dict | None = None
+
+    def inputs(self, frame: Any) -> np.ndarray:
+        X = self.preprocessor.transform(frame)[:, self.kept]
+        if self.seq_len is None:
+            return X
+        from pmls.ml.data import _as_naive_datetime
+        from pmls.ml.sequences import build_sequences
+
+        raw = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(pd.DataFrame(frame))
+        ts = _as_naive_datetime(raw.select(self.timestamp_column), self.timestamp_column)
+        order = ts.get_column(self.timestamp_column).dt.epoch("us").fill_null(0).to_numpy()
+        entity = (raw.get_column(self.entity_column).cast(pl.String).hash(seed=0).to_numpy()
+                  if self.entity_column else np.zeros(raw.height, dtype=np.int64))
+        # Each row's window is built from the rows of the same request that precede it in time.
+        return build_sequences(X, entity.astype(np.int64), order.astype(np.int64), self.seq_len)
+
+    def predict(self, frame: Any) -> pd.DataFrame:
+        """``prediction`` (original labels / values), plus ``proba_<class>`` for classification."""
+        X = self.inputs(frame)
+        index = frame.index if isinstance(frame, pd.DataFrame) else None
+        if self.task is Task.REGRESSION:
+            return pd.DataFrame({"prediction": np.asarray(self.model.predict(X), dtype=np.float64)}, index=index)
+        proba = np.asarray(self.model.predict_proba(X), dtype=np.float64)
+        labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        out = pd.DataFrame({"prediction": pd.Series(labels.tolist(), index=index)})
+        for k, label in enumerate(self.classes):
+            out[f"proba_{label}"] = proba[:, k]
+        return out
+
+
+def save_bundle(directory: Path, *, final, prepared, cfg: DatasetConfig, model_type: ModelType,
+                params: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / PREPROCESSOR_FILE).write_text(json.dumps(prepared.preprocessor.to_dict(), indent=1))
+    final.model.save(directory / MODEL_DIR)
+    meta = {"model_type": model_type.value, "task": prepared.task.value, "classes": prepared.classes,
+            "metric": prepared.metric, "kept": prepared.kept, "seq_len": final.seq_len,
+            "timestamp_column": cfg.timestamp_column, "entity_column": cfg.entity_column, "params": params}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+    return directory
+
+
+def load_bundle(directory: str | Path) -> Bundle:
+    from pmls.ml.zoo import load_model
+
+    path = Path(directory)
+    meta = json.loads((path / META_FILE).read_text())
+    return Bundle(
+        preprocessor=Preprocessor.from_dict(json.loads((path / PREPROCESSOR_FILE).read_text())),
+        model=load_model(path / MODEL_DIR), model_type=ModelType(meta["model_type"]), task=Task(meta["task"]),
+        classes=meta["classes"], metric=meta["metric"], kept=list(meta["kept"]), seq_len=meta["seq_len"],
+        timestamp_column=meta["timestamp_column"], entity_column=meta["entity_column"], params=meta["params"],
+    )
