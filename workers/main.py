@@ -69,7 +69,9 @@ async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Ev
     from activities.data import DataActivities
 
     slots = settings.worker.trial_slots
-    data = DataActivities(settings.artifacts, threads_per_trial=max(1, (os.cpu_count() or 1) // slots))
+    threads = max(1, (os.cpu_count() or 1) // slots)
+    _limit_torch_threads(threads)
+    data = DataActivities(settings.artifacts, threads_per_trial=threads)
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
         worker = Worker(
             client, task_queue=settings.temporal.trials_task_queue,
@@ -81,6 +83,14 @@ async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Ev
             default_heartbeat_throttle_interval=timedelta(seconds=1),
         )
         await _run_until(worker, stop)
+
+
+def _limit_torch_threads(threads: int) -> None:
+    # torch's thread pool is process-wide: size it once so concurrent trials do not oversubscribe the cores.
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
 
 
 async def _run_until(worker: Worker, stop: asyncio.Event) -> None:

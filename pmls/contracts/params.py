@@ -7,14 +7,25 @@ from typing import Any
 from pmls.contracts.enums import ModelType
 from pmls.contracts.models import ParameterRange
 
+# Mirrors pmls.ml.zoo's known_params (a test keeps them equal): contracts cannot import the ML stack.
 KNOWN_PARAMETERS: dict[ModelType, frozenset[str]] = {
-    ModelType.LIGHTGBM: frozenset({
-        "learning_rate", "num_leaves", "max_depth", "min_child_samples", "min_data_in_leaf",
-        "min_sum_hessian_in_leaf", "feature_fraction", "colsample_bytree", "bagging_fraction", "subsample",
-        "bagging_freq", "lambda_l1", "lambda_l2", "reg_alpha", "reg_lambda", "min_gain_to_split", "max_bin",
-        "extra_trees", "path_smooth", "num_boost_round", "n_estimators", "early_stopping_rounds",
-        "scale_pos_weight", "min_data_per_group", "cat_smooth", "cat_l2",
-    }),
+    ModelType.LIGHTGBM: frozenset({"bagging_fraction", "bagging_freq", "cat_l2", "cat_smooth",
+        "colsample_bytree", "early_stopping_rounds", "extra_trees", "feature_fraction", "lambda_l1",
+        "lambda_l2", "learning_rate", "max_bin", "max_cat_to_onehot", "max_depth", "min_child_samples",
+        "min_data_in_leaf", "min_data_per_group", "min_gain_to_split", "min_sum_hessian_in_leaf",
+        "n_estimators", "num_boost_round", "num_leaves", "path_smooth", "reg_alpha", "reg_lambda",
+        "scale_pos_weight", "subsample"}),
+    ModelType.XGBOOST: frozenset({"alpha", "colsample_bylevel", "colsample_bynode", "colsample_bytree",
+        "early_stopping_rounds", "eta", "gamma", "grow_policy", "lambda", "learning_rate", "max_bin",
+        "max_delta_step", "max_depth", "max_leaves", "min_child_weight", "min_split_loss", "n_estimators",
+        "num_boost_round", "reg_alpha", "reg_lambda", "scale_pos_weight", "subsample"}),
+    ModelType.RANDOM_FOREST: frozenset({"bootstrap", "ccp_alpha", "criterion", "max_depth", "max_features",
+        "max_leaf_nodes", "max_samples", "min_impurity_decrease", "min_samples_leaf", "min_samples_split",
+        "n_estimators"}),
+    ModelType.NEURAL_NETWORK: frozenset({"batch_size", "dropout", "early_stopping_rounds", "hidden_size",
+        "learning_rate", "max_epochs", "num_layers", "weight_decay"}),
+    ModelType.LSTM: frozenset({"batch_size", "dropout", "early_stopping_rounds", "hidden_size",
+        "learning_rate", "max_epochs", "num_layers", "weight_decay"}),
 }
 
 

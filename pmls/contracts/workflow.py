@@ -8,7 +8,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pmls.contracts.enums import ModelType, Task, TrainingStatus
-from pmls.contracts.models import DatasetConfig, ModelArtifact, TrainingMetrics, TrainingRequest, ValidationConfig
+from pmls.contracts.models import (
+    DatasetConfig,
+    ModelArtifact,
+    TrainingMetrics,
+    TrainingRequest,
+    ValidationConfig,
+)
 
 
 class TrainingWorkflowInput(BaseModel):

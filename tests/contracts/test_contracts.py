@@ -72,3 +72,17 @@ def test_single_point_ranges_are_fixed_parameters():
                                               "learning_rate": {"type": "float", "low": 0.01, "high": 0.1},
                                               "boosting": {"type": "categorical", "choices": ["dart"]}}}})
     assert fixed_parameters(req.hyperparameter_config.search_space) == {"num_leaves": 15, "boosting": "dart"}
+
+
+def test_known_parameters_mirror_the_model_zoo():
+    from pmls.contracts.params import KNOWN_PARAMETERS
+    from pmls.ml.zoo import REGISTRY
+
+    assert {t: set(names) for t, names in KNOWN_PARAMETERS.items()} == {
+        t: set(entry.known_params) for t, entry in REGISTRY.items()
+    }
+
+
+def test_lstm_without_a_timestamp_is_refused_naming_the_field():
+    with pytest.raises(ValidationError, match="timestamp_column"):
+        TrainingRequest.model_validate({"model_type": "LSTM", "dataset_config": {"source": "d", "target": "y"}})
