@@ -104,7 +104,8 @@ class JobService:
                 task_queue=t.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 # A job runs once: starting a finished job's id again must not re-run it.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=attrs, memo={"trials_task_queue": t.trials_task_queue},
+                search_attributes=attrs, memo={"trials_task_queue": t.trials_task_queue,
+                                             "trial_slots": self.settings.worker.trial_slots},
                 static_summary=f"{request.model_type.value} {request.training_mode.value} -> {request.lineage}",
                 static_details=f"target `{cfg.target}` from `{cfg.source}`",
             )

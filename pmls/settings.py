@@ -61,9 +61,15 @@ class DatabaseSettings(BaseSettings):
         base, _, _ = self.url.rpartition("/")
         return f"{base}/{database}"
 
+    optuna_database: str = Field("pmls_optuna", description="Optuna keeps its own tables (and alembic_version)")
+
     @property
     def sqlalchemy_url(self) -> str:
         return self.url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+    @property
+    def optuna_url(self) -> str:
+        return self.url_for(self.optuna_database).replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 class RedisSettings(BaseSettings):

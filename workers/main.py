@@ -44,18 +44,24 @@ async def _relay_forever(outbox, cache, interval: float) -> None:
 
 async def run_training_worker(settings: Settings, client: Client, stop: asyncio.Event) -> None:
     from activities.jobs import JobActivities
+    from activities.tuning import StudyActivities
     from pmls.storage.cache import Cache
-    from pmls.storage.postgres import Outbox, create_pool
+    from pmls.storage.postgres import ExperimentStore, Outbox, create_pool
     from pmls.storage.registry import ModelRegistry
+    from pmls.storage.studies import StudyStore
     from workflows.training import TrainingWorkflow
+    from workflows.tuning import TuningWorkflow
 
     pool = await create_pool(settings.database.url)
     cache = Cache(settings.redis.url, timeout=settings.redis.redis_socket_timeout)
-    jobs = JobActivities(pool, cache, ModelRegistry(settings.mlflow.tracking_uri))
+    registry = ModelRegistry(settings.mlflow.tracking_uri)
+    jobs = JobActivities(pool, cache, registry)
+    studies = StudyActivities(StudyStore(settings.database.optuna_url), ExperimentStore(pool), cache, registry)
     relay = asyncio.create_task(_relay_forever(Outbox(pool), cache, settings.worker.relay_interval_seconds))
     worker = Worker(
-        client, task_queue=settings.temporal.task_queue, workflows=[TrainingWorkflow],
-        activities=[jobs.record_job_status, jobs.register_model, jobs.complete_job],
+        client, task_queue=settings.temporal.task_queue, workflows=[TrainingWorkflow, TuningWorkflow],
+        activities=[jobs.record_job_status, jobs.register_model, jobs.complete_job, studies.create_study,
+                    studies.start_mlflow_run, studies.ask_trials, studies.record_trials],
     )
     try:
         await _run_until(worker, stop)
@@ -67,16 +73,19 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
 
 async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Event) -> None:
     from activities.data import DataActivities
+    from activities.tuning import TrialActivities
+    from pmls.storage.studies import StudyStore
 
     slots = settings.worker.trial_slots
     threads = max(1, (os.cpu_count() or 1) // slots)
     _limit_torch_threads(threads)
     data = DataActivities(settings.artifacts, threads_per_trial=threads)
+    trials = TrialActivities(data, StudyStore(settings.database.optuna_url))
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
         worker = Worker(
             client, task_queue=settings.temporal.trials_task_queue,
             activities=[data.load_dataset, data.split_dataset, data.prepare_features, data.cross_validate,
-                        data.fit_final],
+                        data.fit_final, trials.run_trial],
             activity_executor=executor, max_concurrent_activities=slots,
             # Heartbeats carry cancellation back: send them often enough that a cancel lands in ~1 s.
             max_heartbeat_throttle_interval=timedelta(seconds=1),

@@ -17,8 +17,17 @@ with workflow.unsafe.imports_passed_through():
         TrainingMetrics,
         TrainingStatus,
     )
+    from pmls.contracts.durations import parse_duration
     from pmls.contracts.models import ModelArtifact
     from pmls.contracts.params import fixed_parameters
+    from pmls.contracts.tuning import (
+        CreateStudyInput,
+        StartRunInput,
+        StudySpec,
+        TuningInput,
+        TuningProgress,
+        TuningResult,
+    )
     from pmls.contracts.workflow import (
         CompleteJobInput,
         CrossValidateInput,
@@ -52,7 +61,7 @@ CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYA
 
 # (stage, progress when it starts)
 STAGES = {"validating": 1, "loading_data": 5, "splitting": 10, "preparing": 15, "cross_validating": 25,
-          "training": 65, "registering": 85, "publishing": 95, "completed": 100}
+          "tuning": 25, "training": 75, "registering": 88, "publishing": 95, "completed": 100}
 
 
 @workflow.defn(name="TrainingWorkflow")
@@ -68,6 +77,12 @@ class TrainingWorkflow:
         self._started = None
         self._pipeline: asyncio.Task | None = None
         self._cancel_reason: str | None = None
+        self._trials = 0
+        self._tuning: TuningProgress | None = None
+        self._tuning_eta = None
+        self._tuning_total = 0
+        self._folds = 1
+        self._dirty = False
 
     @workflow.run
     async def run(self, inp: TrainingWorkflowInput) -> TrainingOutcome:
@@ -122,14 +137,17 @@ class TrainingWorkflow:
                          seed=seed),
             PreparedRef, timeout=timedelta(hours=1),
         )
-        params = fixed_parameters(req.hyperparameter_config.search_space)
-        await self._enter("cross_validating")
-        cv = await self._cpu(
-            "cross_validate",
-            CrossValidateInput(job_id=job_id, prepared=prepared, dataset_config=cfg, model_type=req.model_type,
-                               params=params, seed=seed),
-            CVScore, timeout=timedelta(hours=4),
-        )
+        if req.hyperparameter_config.tunes:
+            params, cv = await self._tune(inp, prepared, seed)
+        else:
+            params = fixed_parameters(req.hyperparameter_config.search_space)
+            await self._enter("cross_validating")
+            cv = await self._cpu(
+                "cross_validate",
+                CrossValidateInput(job_id=job_id, prepared=prepared, dataset_config=cfg,
+                                   model_type=req.model_type, params=params, seed=seed),
+                CVScore, timeout=timedelta(hours=4),
+            )
         self._metrics = TrainingMetrics(cross_validation_scores=cv.scores)
         await self._enter("training")
         trained = await self._cpu(
@@ -149,13 +167,78 @@ class TrainingWorkflow:
         artifact = await self._io(
             "complete_job",
             CompleteJobInput(job_id=job_id, request=req, trained=trained, registered=registered,
-                             started_at=self._started, finished_at=workflow.now()),
+                             started_at=self._started, finished_at=workflow.now(),
+                             hyperparameter_trials=self._trials),
             ModelArtifact, timeout=timedelta(minutes=5),
         )
         self._status, self._stage, self._progress = TrainingStatus.COMPLETED, "completed", 100.0
         await self._set_search_status()
         workflow.set_current_details(f"COMPLETED: {artifact.model_id} ({_headline(artifact)})")
         return TrainingOutcome(job_id=job_id, status=self._status, model_id=artifact.model_id, artifact=artifact)
+
+    async def _tune(self, inp: TrainingWorkflowInput, prepared: PreparedRef, seed: int) -> tuple[dict, CVScore]:
+        """One TuningWorkflow child per family; the job goes on with the best fully evaluated trial."""
+        req, job_id = inp.request, inp.job_id
+        hp = req.hyperparameter_config
+        await self._enter("tuning")
+        run_id = await self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req), str,
+                                timeout=timedelta(minutes=2))
+        study = await self._io(
+            "create_study",
+            CreateStudyInput(job_id=job_id, family=req.model_type, hyperparameter_config=hp, prepared=prepared,
+                             seed=seed),
+            StudySpec, timeout=timedelta(minutes=2),
+        )
+        self._tuning_total, self._folds = study.limit, max(prepared.cv_folds, 1)
+        child = TuningInput(
+            job_id=job_id, parent_id=workflow.info().workflow_id, mlflow_run_id=run_id, study=study,
+            prepared=prepared, dataset_config=req.dataset_config, hyperparameter_config=hp, seed=seed,
+            parallel=hp.max_parallel_trials or int(workflow.memo_value("trial_slots", default=2)),
+            deadline=self._tuning_deadline(req),
+        )
+        task = asyncio.create_task(workflow.execute_child_workflow(
+            "TuningWorkflow", child, id=study.study, result_type=TuningResult, memo=_child_memo(),
+            static_summary=f"tuning {req.model_type.value}: {study.limit} trials, {study.method}",
+        ))
+        await self._record_while(task)
+        result = task.result()
+        self._trials = result.trials
+        if result.best is None or result.stopped_by == "failures":
+            raise ApplicationError(_tuning_failure(result), type="TuningFailed", non_retryable=True)
+        best = result.best
+        cv = CVScore(metric=prepared.metric, scores=best.fold_scores, mean=float(best.score),
+                     std=_std(best.fold_scores), best_iterations=best.best_iterations,
+                     duration_seconds=best.duration_seconds)
+        return {**study.fixed, **best.params}, cv
+
+    def _tuning_deadline(self, req):
+        """The trials' own budget, cut so the whole job still fits its deadline (final fit included)."""
+        tuning = timedelta(seconds=req.hyperparameter_config.timeout_seconds)
+        job_end = self._started + timedelta(seconds=parse_duration(req.job_timeout).total_seconds())
+        reserve = min(timedelta(minutes=15), (job_end - workflow.now()) * 0.2)
+        return min(workflow.now() + tuning, job_end - reserve)
+
+    async def _record_while(self, task: asyncio.Task) -> None:
+        """Keep the job row current from the child's progress signals, at most every few seconds."""
+        while not task.done():
+            try:
+                await workflow.wait_condition(lambda: task.done() or self._dirty, timeout=5)
+            except TimeoutError:
+                continue
+            if self._dirty:
+                self._dirty = False
+                await self._record()
+
+    @workflow.signal
+    def tuning_progress(self, progress: TuningProgress) -> None:
+        self._tuning = progress
+        done = progress.completed + progress.pruned + progress.failed
+        start, end = STAGES["tuning"], STAGES["training"]
+        self._progress = start + (end - start) * min(done / max(progress.total, 1), 1.0)
+        self._tuning_eta = progress.eta
+        best = f", best {progress.best_score:.4f}" if progress.best_score is not None else ""
+        workflow.set_current_details(f"RUNNING: tuning {done}/{progress.total} trials{best}")
+        self._dirty = True
 
     def _validate(self, inp: TrainingWorkflowInput) -> None:
         # The API checks this too; a job started straight from the temporal CLI must fail just as clearly.
@@ -176,7 +259,7 @@ class TrainingWorkflow:
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
 
-    async def _io(self, name: str, arg, result_type, *, timeout: timedelta):
+    async def _io(self, name: str, arg, result_type, *, timeout: timedelta = timedelta(minutes=2)):
         return await workflow.execute_activity(
             name, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=IO_RETRY,
         )
@@ -218,11 +301,35 @@ class TrainingWorkflow:
     def _eta(self):
         if self._started is None or self._status.is_terminal or self._progress <= 0:
             return None
+        if self._stage == "tuning" and self._tuning_eta is not None and self._tuning is not None:
+            # After the trials: one more fit of about a trial's length per fold, then registration.
+            per_fit = (self._tuning.mean_trial_seconds or 0) / max(self._folds, 1)
+            return self._tuning_eta + timedelta(seconds=per_fit * 1.5 + 10)
         elapsed = workflow.now() - self._started
         return workflow.now() + elapsed * ((100.0 - self._progress) / self._progress)
 
     def _outcome(self) -> TrainingOutcome:
         return TrainingOutcome(job_id=self._job_id, status=self._status, model_id=self._model_id, error=self._error)
+
+
+def _child_memo() -> dict:
+    return {k: workflow.memo_value(k, default=None) for k in ("trials_task_queue", "trial_slots")}
+
+
+def _std(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def _tuning_failure(result: TuningResult) -> str:
+    if result.stopped_by == "failures":
+        return (f"{result.failed} of {result.trials} trials failed, more than the allowed share; "
+                f"first error: {result.error}")
+    if result.stopped_by == "timeout":
+        return f"no trial finished within optimization_timeout ({result.trials} started); give it more time"
+    return f"no trial completed ({result.failed} failed, {result.pruned} pruned); first error: {result.error}"
 
 
 def _trials_queue() -> str:

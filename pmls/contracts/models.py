@@ -110,6 +110,19 @@ class HyperparameterConfig(Contract):
     search_space: dict[str, ParameterRange] = Field(default_factory=dict)
     optimization_trials: int = Field(20, ge=0, le=100_000)
     optimization_timeout: str = "PT1H"
+    # ours
+    max_parallel_trials: int | None = Field(None, ge=1, le=256, description="default: the trial workers' slots")
+    pruner: Literal["median", "successive_halving", "hyperband", "none"] = "median"
+    max_failed_trial_share: float = Field(0.5, ge=0.0, le=1.0, description="more failed trials fail the job")
+    portfolio: bool = Field(True, description="start from configurations known to be strong for the family")
+
+    @property
+    def tunes(self) -> bool:
+        return self.optimization_method != "none" and self.optimization_trials > 0
+
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.optimization_timeout).total_seconds()
 
     @field_validator("optimization_method")
     @classmethod
@@ -151,6 +164,14 @@ class TrainingRequest(Contract):
     model_name: str | None = Field(
         None, pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$", description="lineage; default: the target's name"
     )
+    job_timeout: str = Field("PT4H", description="the whole job's deadline; tuning stops in time to finish")
+
+    @field_validator("job_timeout")
+    @classmethod
+    def _job_timeout(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() < 60:
+            raise ValueError("a job needs at least a minute (PT1M)")
+        return value
 
     @model_validator(mode="after")
     def _lstm_needs_time(self) -> TrainingRequest:

@@ -82,6 +82,20 @@ class Cache:
             "set artifact", self.client.set(artifact_key(artifact.model_id), artifact.model_dump_json(), ex=DAY)
         )
 
+    async def set_experiments(self, job_id: str, trials: list) -> None:
+        payload = "[" + ",".join(t.model_dump_json() for t in trials) + "]"
+        await self._safe("set experiments", self.client.set(experiments_key(job_id), payload, ex=DAY))
+
+    async def get_experiments(self, job_id: str) -> list | None:
+        from pmls.contracts.experiments import HyperparameterExperiment
+
+        raw = await self._safe("get experiments", self.client.get(experiments_key(job_id)))
+        if not raw:
+            return None
+        import json
+
+        return [HyperparameterExperiment.model_validate(item) for item in json.loads(raw)]
+
     async def enqueue(self, job_id: str, request: TrainingRequest) -> None:
         """``training_queue``: the requests accepted and not yet running (TTL 1 h)."""
         entry = request.model_copy(update={"training_id": job_id}).model_dump_json()

@@ -67,7 +67,11 @@ async def register_search_attributes(settings: Settings) -> None:
 
 
 def migrate_all(settings: Settings) -> None:
+    from pmls.storage.studies import create_tables
+
     upgrade_database(settings)
+    ensure_database(settings.database.url_for(settings.database.optuna_database))
+    create_tables(settings.database.optuna_url)
     if settings.mlflow.embedded:
         ensure_database(settings.database.url_for("mlflow"))
     asyncio.run(register_search_attributes(settings))

@@ -189,3 +189,38 @@ class DeploymentStore:
             "SELECT * FROM deployments WHERE model_name = $1 ORDER BY deployed_at DESC LIMIT $2", model_name, limit
         )
         return [DeploymentResult.model_validate({k: r[k] for k in DeploymentResult.model_fields}) for r in rows]
+
+
+class ExperimentStore:
+    """``hyperparameter_experiments``: one row per trial, keyed by ``{job}/{family}/trial-{n}``."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def upsert(self, rows: list[dict[str, Any]]) -> None:
+        await self.pool.executemany(
+            """INSERT INTO hyperparameter_experiments (experiment_id, training_job_id, hyperparameters,
+                   performance_score, trial_number, experiment_duration_minutes, model_type, state)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               ON CONFLICT (experiment_id) DO UPDATE SET performance_score = EXCLUDED.performance_score,
+                   experiment_duration_minutes = EXCLUDED.experiment_duration_minutes, state = EXCLUDED.state""",
+            [(r["experiment_id"], r["training_job_id"], r["hyperparameters"], r["performance_score"],
+              r["trial_number"], r["experiment_duration_minutes"], r["model_type"], r["state"]) for r in rows],
+        )
+
+    async def list(self, job_id: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            """SELECT experiment_id, training_job_id, hyperparameters, performance_score, trial_number,
+                      experiment_duration_minutes, model_type, state, created_at
+               FROM hyperparameter_experiments WHERE training_job_id = $1 ORDER BY model_type, trial_number""",
+            job_id,
+        )
+        return [_experiment(r) for r in rows]
+
+
+def _experiment(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    score = out["performance_score"]
+    out["performance_score"] = None if score is None or score != score else score  # NaN: no score
+    out["created_at"] = out["created_at"].isoformat()
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import mlflow
@@ -20,6 +21,7 @@ from pmls.contracts.workflow import RegisteredModel, SplitRef, TrainedModelRef
 
 log = logging.getLogger("pmls.registry")
 JOB_TAG = "pmls.job_id"
+TRIAL_TAG = "pmls.trial"
 
 
 class ModelRegistry:
@@ -69,6 +71,38 @@ class ModelRegistry:
             model_id=build_model_id(name, request.model_type.value, str(existing.version)), model_name=name,
             version=str(existing.version), model_uri=f"models:/{name}/{existing.version}", run_id=existing.run_id,
         )
+
+    def start_run(self, *, job_id: str, request: TrainingRequest) -> str:
+        """The job's parent run (idempotent): trials nest under it, the final model is logged in it."""
+        name = request.lineage
+        tags = {JOB_TAG: job_id, "pmls.model_type": request.model_type.value,
+                "pmls.training_mode": request.training_mode.value, "pmls.lineage": name}
+        return self._run_for(self.experiment_id(name), job_id, tags)
+
+    def log_trials(self, parent_run_id: str, family: str, results: list) -> None:
+        """One nested run per trial (parameters, CV score per fold), batched; no model is logged."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        parent = self.client.get_run(parent_run_id)
+        experiment = parent.info.experiment_id
+        seen = {r.data.tags.get(TRIAL_TAG) for r in self.client.search_runs(
+            [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10_000)}
+        now = int(time.time() * 1000)
+        for result in results:
+            key = f"{family.lower()}/trial-{result.number}"
+            if key in seen:
+                continue
+            run = self.client.create_run(experiment, run_name=key, tags={
+                "mlflow.parentRunId": parent_run_id, TRIAL_TAG: key, "pmls.state": result.state})
+            metrics = [Metric("duration_seconds", result.duration_seconds, now, 0)]
+            if result.score is not None:
+                metrics.append(Metric("cv_score", float(result.score), now, 0))
+            metrics += [Metric("fold_score", float(v), now, i) for i, v in enumerate(result.fold_scores)]
+            params = [Param(k, str(v)[:500]) for k, v in result.params.items()]
+            tags = [RunTag("pmls.error", result.error[:5000])] if result.error else []
+            self.client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
+            status = "FINISHED" if result.state == "COMPLETE" else "KILLED" if result.state != "FAILED" else "FAILED"
+            self.client.set_terminated(run.info.run_id, status)
 
     def alias_version(self, model_name: str, alias: str) -> str | None:
         try:

@@ -1,0 +1,146 @@
+"""Tuning activities: the study (ask, record) on the training queue; the trial itself on the trials queue."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import numpy as np
+import optuna
+from temporalio import activity
+from temporalio.exceptions import CancelledError
+
+from activities.data import DataActivities, _heartbeat
+from activities.errors import input_errors
+from pmls.contracts.experiments import HyperparameterExperiment
+from pmls.contracts.tuning import (
+    AskInput,
+    CreateStudyInput,
+    RecordTrialsInput,
+    StartRunInput,
+    StudySpec,
+    TrialInput,
+    TrialResult,
+    TrialSpec,
+    study_name,
+    trial_key,
+)
+from pmls.ml.pipeline import FitOptions, cross_validate
+from pmls.ml.search import merge_space, portfolio
+from pmls.storage.cache import Cache
+from pmls.storage.postgres import ExperimentStore
+from pmls.storage.registry import ModelRegistry
+from pmls.storage.studies import StudyStore
+
+
+class StudyUnavailable(RuntimeError):
+    """The study storage failed mid-trial: retry the activity, do not blame the parameters."""
+
+
+class TrialActivities:
+    def __init__(self, data: DataActivities, studies: StudyStore) -> None:
+        self.data = data
+        self.studies = studies
+
+    @activity.defn(name="run_trial")
+    def run_trial(self, inp: TrialInput) -> TrialResult:
+        """Cross-validate one configuration, report each fold to the pruner, tell the study."""
+        done = self.studies.finished(inp.trial.trial_id)
+        if done is not None:  # a retry after the trial was told: never run (or count) it twice
+            return done
+        activity.heartbeat("starting")
+        result = self._evaluate(inp)
+        self.studies.tell(inp.study, inp.trial.trial_id, result)
+        return result
+
+    def _evaluate(self, inp: TrialInput) -> TrialResult:
+        spec, trial = inp.study, inp.trial
+        params = {**spec.fixed, **trial.params}
+        base = {"number": trial.number, "trial_id": trial.trial_id, "params": trial.params}
+        folds: list[float] = []
+        started = time.monotonic()
+
+        def on_fold(index: int, value: float) -> None:
+            folds.append(value)
+            try:
+                prune = self.studies.report(spec, trial.trial_id, float(np.mean(folds)), index)
+            except Exception as exc:  # noqa: BLE001
+                raise StudyUnavailable(str(exc)) from exc
+            if prune and index < spec.folds - 1:
+                raise optuna.TrialPruned()
+
+        prepared = self.data.prepared.get(inp.prepared.uri)
+        opts = FitOptions.from_config(inp.dataset_config, spec.family, params, seed=inp.seed,
+                                      num_threads=self.data.threads)
+        try:
+            cv = cross_validate(prepared, opts, callbacks=[_heartbeat], on_fold=on_fold)
+        except optuna.TrialPruned:
+            return TrialResult(**base, state="PRUNED", score=float(np.mean(folds)), fold_scores=folds,
+                               duration_seconds=time.monotonic() - started)
+        except (CancelledError, StudyUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bad configuration fails its trial, not the job
+            return TrialResult(**base, state="FAILED", error=f"{type(exc).__name__}: {exc}"[:2000],
+                               fold_scores=folds, duration_seconds=time.monotonic() - started)
+        return TrialResult(**base, state="COMPLETE", score=cv.mean, fold_scores=cv.scores,
+                           best_iterations=cv.best_iterations, duration_seconds=time.monotonic() - started)
+
+
+class StudyActivities:
+    def __init__(self, studies: StudyStore, experiments: ExperimentStore, cache: Cache,
+                 registry: ModelRegistry) -> None:
+        self.studies = studies
+        self.experiments = experiments
+        self.cache = cache
+        self.registry = registry
+
+    @activity.defn(name="create_study")
+    async def create_study(self, inp: CreateStudyInput) -> StudySpec:
+        """Plan the search (space, sampler, pruner, portfolio), create the study once, enqueue the portfolio."""
+        with input_errors():
+            spec = study_spec(inp)
+        await asyncio.to_thread(self.studies.create, spec)
+        return spec
+
+    @activity.defn(name="start_mlflow_run")
+    async def start_mlflow_run(self, inp: StartRunInput) -> str:
+        """The job's parent MLflow run, before the trials nest under it (idempotent)."""
+        return await asyncio.to_thread(self.registry.start_run, job_id=inp.job_id, request=inp.request)
+
+    @activity.defn(name="ask_trials")
+    async def ask_trials(self, inp: AskInput) -> list[TrialSpec]:
+        """Ask a batch in one go, so the sampler sees the trials already running (constant liar)."""
+        return await asyncio.to_thread(self.studies.ask, inp.study, n=inp.n, key=inp.key)
+
+    @activity.defn(name="record_trials")
+    async def record_trials(self, inp: RecordTrialsInput) -> None:
+        """Rows in PostgreSQL, the job's trial list in Redis, one nested MLflow run per trial."""
+        for result in inp.results:
+            if result.state == "CANCELLED" and result.trial_id is not None:
+                await asyncio.to_thread(self.studies.tell, inp.study, result.trial_id, result)
+        rows = [_row(inp, r) for r in inp.results]
+        await self.experiments.upsert(rows)
+        trials = [HyperparameterExperiment.model_validate(r) for r in await self.experiments.list(inp.job_id)]
+        await self.cache.set_experiments(inp.job_id, trials)
+        if inp.mlflow_run_id:
+            await asyncio.to_thread(self.registry.log_trials, inp.mlflow_run_id, inp.study.family.value, inp.results)
+
+
+def study_spec(inp: CreateStudyInput) -> StudySpec:
+    hp, prepared = inp.hyperparameter_config, inp.prepared
+    space, fixed = merge_space(inp.family, hp.search_space)
+    return StudySpec(
+        study=study_name(inp.job_id, inp.family), family=inp.family,
+        direction="maximize" if prepared.higher_is_better else "minimize", method=hp.optimization_method,
+        pruner=hp.pruner, folds=max(prepared.cv_folds, 1), seed=inp.seed, space=space, fixed=fixed,
+        portfolio=portfolio(inp.family, space) if hp.portfolio else [], limit=hp.optimization_trials,
+    )
+
+
+def _row(inp: RecordTrialsInput, result: TrialResult) -> dict:
+    score = result.score if result.score is not None else math.nan
+    return {"experiment_id": trial_key(inp.job_id, inp.study.family, result.number), "training_job_id": inp.job_id,
+            "hyperparameters": result.params, "performance_score": float(score), "trial_number": result.number,
+            "experiment_duration_minutes": result.duration_seconds / 60, "model_type": inp.study.family.value,
+            "state": result.state}

@@ -1,0 +1,144 @@
+"""Contracts of the tuning child workflow and its activities (stdlib + pydantic)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from pmls.contracts.enums import ModelType
+from pmls.contracts.models import DatasetConfig, HyperparameterConfig, ParameterRange, TrainingRequest
+from pmls.contracts.workflow import PreparedRef
+
+TrialState = Literal["COMPLETE", "PRUNED", "FAILED", "CANCELLED"]
+
+
+def study_name(job_id: str, family: ModelType) -> str:
+    return f"{job_id}/{family.value.lower()}"
+
+
+def trial_key(job_id: str, family: ModelType, number: int) -> str:
+    return f"{study_name(job_id, family)}/trial-{number}"
+
+
+class StudySpec(BaseModel):
+    study: str
+    family: ModelType
+    direction: Literal["maximize", "minimize"]
+    method: str
+    pruner: str
+    folds: int
+    seed: int
+    space: dict[str, ParameterRange]
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    portfolio: list[dict[str, Any]] = Field(default_factory=list)
+    limit: int
+
+
+class CreateStudyInput(BaseModel):
+    job_id: str
+    family: ModelType
+    hyperparameter_config: HyperparameterConfig
+    prepared: PreparedRef
+    seed: int
+
+
+class StartRunInput(BaseModel):
+    job_id: str
+    request: TrainingRequest
+
+
+class AskInput(BaseModel):
+    study: StudySpec
+    n: int
+    key: str
+
+
+class TrialSpec(BaseModel):
+    number: int
+    trial_id: int
+    params: dict[str, Any]
+
+
+class TrialInput(BaseModel):
+    job_id: str
+    study: StudySpec
+    trial: TrialSpec
+    prepared: PreparedRef
+    dataset_config: DatasetConfig
+    seed: int
+
+
+class TrialResult(BaseModel):
+    number: int
+    trial_id: int | None = None
+    state: TrialState
+    params: dict[str, Any]
+    score: float | None = None
+    fold_scores: list[float] = Field(default_factory=list)
+    best_iterations: list[int] = Field(default_factory=list)
+    duration_seconds: float = 0.0
+    error: str | None = None
+
+
+class RecordTrialsInput(BaseModel):
+    job_id: str
+    study: StudySpec
+    results: list[TrialResult]
+    mlflow_run_id: str | None = None
+
+
+class TuningState(BaseModel):
+    """What survives continue-as-new: counts and the best trial, never the whole trial list."""
+
+    started: int = 0
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    trial_seconds: float = 0.0
+    asks: int = 0
+    best: TrialResult | None = None
+    first_error: str | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.pruned + self.failed
+
+
+class TuningInput(BaseModel):
+    job_id: str
+    parent_id: str
+    mlflow_run_id: str | None = None
+    study: StudySpec
+    prepared: PreparedRef
+    dataset_config: DatasetConfig
+    hyperparameter_config: HyperparameterConfig
+    seed: int
+    parallel: int
+    deadline: datetime
+    state: TuningState | None = None
+
+
+class TuningProgress(BaseModel):
+    family: ModelType
+    completed: int
+    pruned: int
+    failed: int
+    running: int
+    total: int
+    best_score: float | None = None
+    mean_trial_seconds: float | None = None
+    eta: datetime | None = None
+
+
+class TuningResult(BaseModel):
+    family: ModelType
+    best: TrialResult | None = None
+    trials: int = 0
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    stopped_by: Literal["trials", "timeout", "failures", "exhausted"] = "trials"
+    error: str | None = None
