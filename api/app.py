@@ -15,7 +15,7 @@ from pmls.settings import Settings
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from api.service import JobService
     from pmls.storage.cache import Cache
-    from pmls.storage.postgres import ArtifactStore, DeploymentStore, JobStore, create_pool
+    from pmls.storage.postgres import ArtifactStore, DeploymentStore, ExperimentStore, JobStore, create_pool
     from pmls.storage.registry import ModelRegistry
     from workers.main import connect_temporal
 
@@ -24,7 +24,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     cache = Cache(settings.redis.url, timeout=settings.redis.redis_socket_timeout)
     app.state.service = JobService(
         settings=settings, temporal=await connect_temporal(settings), jobs=JobStore(pool),
-        artifacts=ArtifactStore(pool), deployments=DeploymentStore(pool), cache=cache,
+        artifacts=ArtifactStore(pool), deployments=DeploymentStore(pool), experiments=ExperimentStore(pool), cache=cache,
         registry=ModelRegistry(settings.mlflow.tracking_uri),
     )
     try:

@@ -16,6 +16,7 @@ from pmls.contracts import (
     TrainingRequest,
     TrainingStatus,
 )
+from pmls.contracts.experiments import HyperparameterExperiment
 
 training = APIRouter(prefix="/api/v1/training", tags=["training"])
 models = APIRouter(prefix="/api/v1/models", tags=["models"])
@@ -41,6 +42,12 @@ async def training_status(job_id: str, service: ServiceDep) -> TrainingJob:
 async def cancel_training(job_id: str, service: ServiceDep) -> CancellationResult:
     """Cancel a job; running training stops within seconds, the job ends CANCELLED."""
     return await service.cancel(job_id)
+
+
+@training.get("/{job_id}/trials", response_model=list[HyperparameterExperiment])
+async def training_trials(job_id: str, service: ServiceDep) -> list[HyperparameterExperiment]:
+    """The job's hyperparameter trials: parameters, CV score, duration, state (COMPLETE, PRUNED, ...)."""
+    return await service.trials(job_id)
 
 
 @training.get("/jobs/active", response_model=list[TrainingJob])

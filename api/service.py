@@ -29,12 +29,13 @@ from pmls.contracts import (
     TrainingStatus,
 )
 from pmls.contracts.errors import ConflictError, NotFoundError, UnavailableError, UnsupportedError
+from pmls.contracts.experiments import HyperparameterExperiment
 from pmls.contracts.ids import TRAINING_WORKFLOW, new_job_id, request_hash
 from pmls.contracts.params import unknown_parameters
 from pmls.contracts.workflow import Progress, TrainingWorkflowInput
 from pmls.settings import Settings
 from pmls.storage.cache import Cache
-from pmls.storage.postgres import ArtifactStore, DeploymentStore, JobStore
+from pmls.storage.postgres import ArtifactStore, DeploymentStore, ExperimentStore, JobStore
 from pmls.storage.registry import ModelRegistry
 from workflows.training import MODEL_NAME_KEY, MODEL_TYPE_KEY, STATUS_KEY, TRAINING_MODE_KEY
 
@@ -64,7 +65,9 @@ def check_supported(request: TrainingRequest) -> None:
 
 class JobService:
     def __init__(self, *, settings: Settings, temporal: Client, jobs: JobStore, artifacts: ArtifactStore,
-                 deployments: DeploymentStore, cache: Cache, registry: ModelRegistry) -> None:
+                 deployments: DeploymentStore, experiments: ExperimentStore, cache: Cache,
+                 registry: ModelRegistry) -> None:
+        self.experiments = experiments
         self.settings = settings
         self.temporal = temporal
         self.jobs = jobs
@@ -173,6 +176,13 @@ class JobService:
             await asyncio.sleep(0.25)
             job = await self.jobs.get(job_id)
         return job
+
+    async def trials(self, job_id: str) -> list[HyperparameterExperiment]:
+        cached = await self.cache.get_experiments(job_id)
+        if cached is not None:
+            return cached
+        await self.status(job_id)  # 404 for an unknown job
+        return [HyperparameterExperiment.model_validate(r) for r in await self.experiments.list(job_id)]
 
     async def active(self) -> list[TrainingJob]:
         return await self.jobs.list(statuses=[TrainingStatus.QUEUED, TrainingStatus.RUNNING])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -200,7 +201,15 @@ class TrainingWorkflow:
             "TuningWorkflow", child, id=study.study, result_type=TuningResult, memo=_child_memo(),
             static_summary=f"tuning {req.model_type.value}: {study.limit} trials, {study.method}",
         ))
-        await self._record_while(task)
+        try:
+            await self._record_while(task)
+        except BaseException:
+            # Cancel the search itself and wait until its trials have stopped and been recorded;
+            # closing first would terminate the child and leave its trials running.
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise
         result = task.result()
         self._trials = result.trials
         if result.best is None or result.stopped_by == "failures":

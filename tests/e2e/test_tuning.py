@@ -1,0 +1,120 @@
+"""Durable hyperparameter optimisation on the real stack, with tiny budgets."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import redis
+
+from tests.helpers import temporal, unique, wait_for
+
+
+def tuned(demo_request, job_id: str, **hp) -> dict:
+    return demo_request(job_id, hyperparameter_config={"optimization_method": "tpe", "optimization_trials": 10,
+                                                       "optimization_timeout": "10m", **hp})
+
+
+def test_search_runs_exactly_the_requested_trials_and_records_each(api, settings, demo_request):
+    job_id = unique("tune")
+    assert api.post("/api/v1/training/start", json=tuned(demo_request, job_id)).status_code == 202
+    job = wait_for(api, job_id, timeout=300)
+    assert job["status"] == "COMPLETED", job.get("error")
+    trials = api.get(f"/api/v1/training/{job_id}/trials").json()
+    assert sorted(t["trial_number"] for t in trials) == list(range(10))  # no duplicate, none lost
+    assert {t["state"] for t in trials} <= {"COMPLETE", "PRUNED"}
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    assert complete and all(t["performance_score"] is not None for t in complete)
+    # The study starts from the family's portfolio: trial 0 is its first configuration.
+    assert trials[0]["hyperparameters"]["num_leaves"] == 31
+    # The final model's CV scores are the best complete trial's.
+    best = max(t["performance_score"] for t in complete)
+    scores = job["training_metrics"]["cross_validation_scores"]
+    assert abs(sum(scores) / len(scores) - best) < 1e-9
+    cache = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    assert cache.ttl(f"hyperparameter_experiments:{job_id}") > 23 * 3600
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    client = mlflow.MlflowClient()
+    parent = client.search_runs(
+        [client.get_experiment_by_name("pmls/churn_test").experiment_id],
+        filter_string=f"tags.`pmls.job_id` = '{job_id}'")[0]
+    nested = client.search_runs([parent.info.experiment_id],
+                                filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(nested) == 10
+    events = [e for _, e in cache.xrange("pmls:events") if job_id in e["payload"]]
+    assert '"hyperparameter_trials":10' in events[0]["payload"].replace(" ", "")
+
+
+def test_time_budget_stops_the_search_and_the_job_still_completes(api, demo_request):
+    job_id = unique("budget")
+    body = tuned(demo_request, job_id, optimization_trials=10000, optimization_timeout="15s")
+    started = time.monotonic()
+    assert api.post("/api/v1/training/start", json=body).status_code == 202
+    job = wait_for(api, job_id, timeout=180)
+    elapsed = time.monotonic() - started
+    assert job["status"] == "COMPLETED", job.get("error")
+    trials = api.get(f"/api/v1/training/{job_id}/trials").json()
+    assert 2 <= len(trials) < 10000
+    assert elapsed < 15 + 60  # the budget plus load, final fit and registration
+
+
+def test_progress_and_eta_are_reported_while_tuning(api, demo_request):
+    job_id = unique("eta")
+    body = tuned(demo_request, job_id, optimization_trials=10000, optimization_timeout="25s")
+    assert api.post("/api/v1/training/start", json=body).status_code == 202
+    seen = wait_for(api, job_id, until=lambda j: j["current_stage"] == "tuning" and j["progress_percentage"] > 25
+                    or j["status"] in ("COMPLETED", "FAILED"), timeout=120)
+    assert seen["status"] == "RUNNING" and 25 < seen["progress_percentage"] < 75
+    assert seen["estimated_completion"] is not None
+    assert wait_for(api, job_id, timeout=180)["status"] == "COMPLETED"
+
+
+def test_a_failing_trial_is_recorded_and_does_not_fail_the_job(api, demo_request):
+    job_id = unique("isolate")
+    # The portfolio's num_leaves 31, 128, 15, clipped into the choices [1, 31], give 31, 1, 1.
+    body = tuned(demo_request, job_id, optimization_trials=3, search_space={
+        "num_leaves": {"type": "categorical", "choices": [1, 31]}})
+    assert api.post("/api/v1/training/start", json=body).status_code == 202
+    job = wait_for(api, job_id, timeout=180)
+    assert job["status"] == "COMPLETED", job.get("error")
+    trials = sorted(api.get(f"/api/v1/training/{job_id}/trials").json(), key=lambda t: t["trial_number"])
+    assert [t["state"] for t in trials] == ["COMPLETE", "FAILED", "FAILED"]
+    assert trials[1]["performance_score"] is None
+
+
+def test_too_many_failed_trials_fail_the_job_with_the_reason(api, demo_request):
+    job_id = unique("allfail")
+    body = tuned(demo_request, job_id, optimization_trials=8, search_space={
+        "min_child_samples": {"type": "categorical", "choices": [-1, -2, -3, -4, -5]}})
+    assert api.post("/api/v1/training/start", json=body).status_code == 202
+    job = wait_for(api, job_id, timeout=180)
+    assert job["status"] == "FAILED"
+    assert "trials failed" in job["error"] and "min_data_in_leaf" in job["error"]
+
+
+def test_cancel_stops_a_running_search_and_keeps_finished_trials(api, settings, demo_request):
+    job_id = unique("cancel_search")
+    body = tuned(demo_request, job_id, optimization_trials=10000, optimization_timeout="10m")
+    assert api.post("/api/v1/training/start", json=body).status_code == 202
+    wait_for(api, job_id, until=lambda j: len(api.get(f"/api/v1/training/{job_id}/trials").json()) >= 3,
+             timeout=120)
+    started = time.monotonic()
+    assert api.post(f"/api/v1/training/{job_id}/cancel").json()["cancelled"] is True
+    job = wait_for(api, job_id, timeout=60)
+    assert job["status"] == "CANCELLED"
+    assert time.monotonic() - started < 30
+    trials = api.get(f"/api/v1/training/{job_id}/trials").json()
+    assert len([t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]) >= 3
+
+    async def child_status(client):
+        return (await client.get_workflow_handle(f"{job_id}/lightgbm").describe()).status.name
+
+    assert temporal(settings, child_status) == "CANCELED"
+
+
+def test_unknown_method_or_parameter_is_422(api, demo_request):
+    bad_method = tuned(demo_request, unique("m"), optimization_method="bayes-magic")
+    assert api.post("/api/v1/training/start", json=bad_method).status_code == 422
+    bad_param = tuned(demo_request, unique("p"), search_space={"num_trees": {"type": "int", "low": 1, "high": 9}})
+    resp = api.post("/api/v1/training/start", json=bad_param)
+    assert resp.status_code == 422 and "num_trees" in resp.json()["message"]
