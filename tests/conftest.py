@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,9 +18,16 @@ PORT_VARS = ("PMLS_API_PORT", "PMLS_TEMPORAL_PORT", "PMLS_TEMPORAL_UI_PORT", "PM
              "PMLS_REDIS_PORT", "PMLS_MLFLOW_PORT")
 
 
+def stack_home() -> Path:
+    """Not under pytest's basetemp: pytest resets it to 0700, and the embedded PostgreSQL runs as another
+    user when we are root, so a restart mid-session would no longer reach its data directory."""
+    return Path(tempfile.mkdtemp(prefix="pmls-test-"))
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    os.environ["PMLS_HOME"] = str(tmp_path_factory.mktemp("pmls-home"))
+def stack() -> Iterator[Stack]:
+    home = stack_home()
+    os.environ["PMLS_HOME"] = str(home)
     for var in PORT_VARS:
         os.environ.setdefault(var, str(free_port()))
     running = Stack(Settings()).start()
@@ -26,6 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
     finally:
         running.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,10 @@ with workflow.unsafe.imports_passed_through():
 
 IO_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10))
 # A crashed trial worker is noticed by the heartbeat timeout and the trial re-runs elsewhere, twice at most.
-TRIAL_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["DataError"])
+# Bad parameters come back as a FAILED result, not an error: what raises is infrastructure (a dead worker,
+# the database restarting), so give it a few attempts spread over half a minute.
+TRIAL_RETRY = RetryPolicy(maximum_attempts=6, initial_interval=timedelta(seconds=2), backoff_coefficient=2,
+                          maximum_interval=timedelta(seconds=15), non_retryable_error_types=["DataError"])
 RECORD_EVERY = 10
 RECORD_SECONDS = 5.0
 PROGRESS_SECONDS = 2.0

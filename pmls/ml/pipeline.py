@@ -215,6 +215,8 @@ def fit_model(prepared: Prepared, opts: FitOptions, X: np.ndarray, y: np.ndarray
 
     entry = get_entry(opts.model_type)
     X, y, weight = _rebalance_and_augment(prepared, opts, X, y, sequential=entry.sequential)
+    if opts.class_balancing and X_valid is not None and prepared.task is not Task.REGRESSION:
+        X_valid, y_valid = _balanced_validation(X_valid, y_valid, opts.seed)
     model = entry.cls(prepared.task, prepared.num_classes, opts.params, opts.seed, opts.num_threads)
     return model.fit(X, y, X_valid=X_valid, y_valid=y_valid, sample_weight=weight,
                      categorical=prepared.categorical, callbacks=callbacks)
@@ -237,6 +239,17 @@ def _rebalance_and_augment(prepared: Prepared, opts: FitOptions, X, y, *, sequen
     if opts.class_balancing and classify and (opts.balancing_method == "class_weight" or sequential):
         weight = sample_weights(y, prepared.num_classes)
     return X, y, weight
+
+
+def _balanced_validation(X_valid: np.ndarray, y_valid: np.ndarray, seed: int):
+    """Early stopping on an unweighted validation loss drifts back to the class prior and undoes the
+    balancing: judge the rounds on class-balanced validation rows (resampled, never trained on)."""
+    from pmls.ml.balancing import oversample_indices
+
+    if len(np.unique(y_valid)) < 2:
+        return X_valid, y_valid
+    index = oversample_indices(y_valid, seed=seed)
+    return X_valid[index], y_valid[index]
 
 
 def predict_scores(model, task: Task, X: np.ndarray) -> np.ndarray:

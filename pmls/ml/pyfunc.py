@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,9 @@ def log_pyfunc_model(bundle: Bundle, bundle_dir: str | Path, sample_input: pd.Da
 
     # An explicit signature and requirements keep log_model fast (inference takes ~12 s).
     signature = infer_signature(sample_input, bundle.predict(sample_input))
-    with tempfile.TemporaryDirectory(prefix="pmls-code-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pmls-code-") as tmp, warnings.catch_warnings():
+        # No input example on purpose: the signature says the same, and examples cost a prediction run.
+        warnings.filterwarnings("ignore", message=".*[Ii]nput example.*")
         return mlflow.pyfunc.log_model(
             name=name, python_model=PmlsPyfuncModel(), artifacts={"bundle": str(bundle_dir)},
             signature=signature, input_example=None, pip_requirements=pip_requirements(bundle.model_type),

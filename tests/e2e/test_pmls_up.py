@@ -4,6 +4,7 @@ on the same PMLS_HOME finds the earlier jobs and models again."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,7 +65,10 @@ class Up:
         return out
 
 
-def test_up_stops_cleanly_and_a_second_up_finds_earlier_work(tmp_path, demo_request):
+def test_up_stops_cleanly_and_a_second_up_finds_earlier_work(demo_request):
+    from tests.conftest import stack_home
+
+    tmp_path = stack_home()
     env = _env(tmp_path / "home")
     first = Up(env)
     job_id = unique("persist")
@@ -85,3 +89,4 @@ def test_up_stops_cleanly_and_a_second_up_finds_earlier_work(tmp_path, demo_requ
         assert job_id in [j["job_id"] for j in second.api.get("/api/v1/training/jobs").json()]
     finally:
         second.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)

@@ -10,6 +10,24 @@ import polars as pl
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread for torch, as the worker sets at start-up (workers/main.py).
+
+    torch otherwise takes every core, and on a busy two-core machine its spinning threads make the
+    small nets of these tests ten times slower.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; stay usable without it
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _make_frame(n: int = 400, seed: int = 0, start: datetime = datetime(2024, 1, 1)) -> pl.DataFrame:
     """n rows, one per 6 hours from ``start``, with a learnable binary target."""
     rng = np.random.default_rng(seed)

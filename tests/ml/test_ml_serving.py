@@ -1,8 +1,11 @@
+"""A fitted model as a bundle directory and as an MLflow pyfunc model that serves raw rows."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -10,10 +13,11 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from pmls.contracts import DatasetConfig, ModelType
+from pmls.contracts import DatasetConfig, ModelType, ValidationConfig
+from pmls.ml.bundle import Bundle, load_bundle, save_bundle
 from pmls.ml.data import prepare_splits
-from pmls.ml.serving import load_bundle, log_pyfunc_model, save_bundle
-from pmls.ml.training import predict_frame, train_model
+from pmls.ml.pipeline import FitOptions, fit_final, prepare
+from pmls.ml.pyfunc import log_pyfunc_model, pip_requirements
 
 
 @pytest.fixture
@@ -21,8 +25,23 @@ def trained(frame):
     df = frame.with_columns(pl.col("y").replace_strict({0: "stay", 1: "go"}))
     cfg = DatasetConfig(source="mem.parquet", target="y", timestamp_column="ts")
     splits = prepare_splits(df, cfg, seed=0)
-    model = train_model(splits, cfg, ModelType.LIGHTGBM, seed=0, params={"num_threads": 1})
-    return model, splits.test.drop("y").to_pandas()
+    prepared = prepare(splits, cfg, ValidationConfig(cv_strategy="none"), seed=0)
+    final = fit_final(prepared, FitOptions.from_config(cfg, ModelType.LIGHTGBM, {}, seed=0, num_threads=1))
+    return cfg, prepared, final, splits.test.drop("y").to_pandas()
+
+
+def save(tmp_path, trained) -> Path:
+    cfg, prepared, final, _ = trained
+    return save_bundle(tmp_path / "bundle", final=final, prepared=prepared, cfg=cfg,
+                       model_type=ModelType.LIGHTGBM, params={})
+
+
+def in_memory(trained) -> Bundle:
+    """The bundle as it was before saving: what the service predicted with at fit time."""
+    cfg, prepared, final, _ = trained
+    return Bundle(preprocessor=prepared.preprocessor, model=final.model, model_type=ModelType.LIGHTGBM,
+                  task=prepared.task, classes=prepared.classes, metric=prepared.metric, kept=prepared.kept,
+                  seq_len=final.seq_len, timestamp_column=cfg.timestamp_column, params={})
 
 
 @pytest.fixture
@@ -36,25 +55,36 @@ def tracking(tmp_path):
 
 
 def test_bundle_round_trip(tmp_path, trained):
-    model, raw = trained
-    directory = save_bundle(model, tmp_path / "bundle")
-    assert {p.name for p in directory.iterdir()} == {"preprocessor.json", "model.txt", "meta.json"}
+    _, prepared, final, raw = trained
+    directory = save(tmp_path, trained)
+    assert {p.name for p in directory.iterdir()} == {"preprocessor.json", "model", "meta.json"}
+    assert {p.name for p in (directory / "model").iterdir()} == {"meta.json", "model.txt"}
     bundle = load_bundle(directory)
-    expected = predict_frame(model.preprocessor, model.booster, model.task, model.classes, raw)
-    pd.testing.assert_frame_equal(bundle.predict(raw), expected)
-    assert bundle.classes == ["go", "stay"] and bundle.best_iteration == model.best_iteration
+    out = bundle.predict(raw)
+    pd.testing.assert_frame_equal(out, in_memory(trained).predict(raw))
+    # Raw rows through the bundle score exactly as the prepared test matrix did at fit time.
+    np.testing.assert_array_equal(out[["proba_go", "proba_stay"]].to_numpy(),
+                                  final.model.predict_proba(prepared.X["test"]))
+    assert bundle.classes == ["go", "stay"] and bundle.metric == "roc_auc"
+    assert bundle.model_type is ModelType.LIGHTGBM and bundle.model.best_iteration_ == final.model.best_iteration_
+
+
+def test_pip_requirements_are_exact_pins():
+    pins = pip_requirements(ModelType.LIGHTGBM)
+    assert any(p.startswith("lightgbm==") for p in pins) and all("==" in p for p in pins)
 
 
 def test_pyfunc_round_trip_on_raw_rows(tmp_path, trained, tracking):
-    model, raw = trained
-    bundle_dir = save_bundle(model, tmp_path / "bundle")
+    *_, raw = trained
+    bundle_dir = save(tmp_path, trained)
+    bundle = load_bundle(bundle_dir)
     with mlflow.start_run(experiment_id=tracking[1]):
-        info = log_pyfunc_model(model, bundle_dir, raw.head(20))
+        info = log_pyfunc_model(bundle, bundle_dir, raw.head(20))
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     out = loaded.predict(raw)
     assert list(out.columns) == ["prediction", "proba_go", "proba_stay"] and len(out) == len(raw)
     assert raw["colour"].dtype != np.float64  # the raw string category travels as is
-    expected = predict_frame(model.preprocessor, model.booster, model.task, model.classes, raw)
+    expected = in_memory(trained).predict(raw)
     np.testing.assert_allclose(out["proba_go"], expected["proba_go"], rtol=1e-6)
     assert out["prediction"].tolist() == expected["prediction"].tolist()
     assert (tmp_path / "artifacts").exists()  # nothing went to a CWD-relative ./mlruns
@@ -79,9 +109,10 @@ CHILD = textwrap.dedent("""
 
 
 def test_pyfunc_loads_without_pmls_installed(tmp_path, trained, tracking):
-    model, raw = trained
+    *_, raw = trained
+    bundle_dir = save(tmp_path, trained)
     with mlflow.start_run(experiment_id=tracking[1]):
-        info = log_pyfunc_model(model, save_bundle(model, tmp_path / "bundle"), raw.head(20))
+        info = log_pyfunc_model(load_bundle(bundle_dir), bundle_dir, raw.head(20))
     raw.to_parquet(tmp_path / "rows.parquet")
     result = subprocess.run(
         [sys.executable, "-c", CHILD, tracking[0], info.model_uri, str(tmp_path / "rows.parquet")],

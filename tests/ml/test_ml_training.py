@@ -1,3 +1,6 @@
+"""LightGBM through the job pipeline (prepare -> cross_validate / fit_final): quality on known data sets,
+progress callbacks and cancellation, the demo data set."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +10,14 @@ import polars as pl
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
-from pmls.contracts import DatasetConfig, ModelType, Task
+from pmls.contracts import DatasetConfig, ModelType, Task, ValidationConfig
+from pmls.ml.bundle import load_bundle, save_bundle
 from pmls.ml.data import load_source, prepare_splits
 from pmls.ml.demo_data import DEMO_PERIODS, generate_demo_dataset
 from pmls.ml.errors import DataError
-from pmls.ml.lightgbm_model import train_lightgbm
-from pmls.ml.training import predict_frame, train_model
+from pmls.ml.pipeline import FitOptions, cross_validate, fit_final, prepare
 
-# Tiny data trains fastest on one thread, and OpenMP spinning makes a busy machine very slow otherwise.
-ONE_THREAD = {"num_threads": 1}
+NO_CV = ValidationConfig(cv_strategy="none")
 
 
 def sklearn_frame(loader) -> pl.DataFrame:
@@ -23,110 +25,120 @@ def sklearn_frame(loader) -> pl.DataFrame:
     return pl.from_pandas(data.frame.rename(columns={data.target.name: "label"}))
 
 
-def fit(df: pl.DataFrame, **kw):
+def lightgbm(cfg: DatasetConfig, params: dict | None = None, seed: int = 0) -> FitOptions:
+    # Tiny data trains fastest on one thread, and OpenMP spinning makes a busy machine very slow otherwise.
+    return FitOptions.from_config(cfg, ModelType.LIGHTGBM, params, seed=seed, num_threads=1)
+
+
+def fit(df: pl.DataFrame, vcfg: ValidationConfig = NO_CV, seed: int = 0, **kw):
     cfg = DatasetConfig(source="mem.parquet", target="label", **kw)
-    splits = prepare_splits(df, cfg, seed=0)
-    return splits, train_model(splits, cfg, ModelType.LIGHTGBM, seed=0, params=ONE_THREAD)
+    splits = prepare_splits(df, cfg, seed=seed)
+    prepared = prepare(splits, cfg, vcfg, seed=seed)
+    return splits, prepared, fit_final(prepared, lightgbm(cfg, seed=seed))
 
 
 def test_breast_cancer_binary():
-    splits, model = fit(sklearn_frame(load_breast_cancer))
-    assert splits.task is Task.BINARY and model.primary_metric == "roc_auc"
-    assert model.metrics.test_metrics["roc_auc"] > 0.95
-    importance = model.metrics.feature_importance
+    df = sklearn_frame(load_breast_cancer)
+    cfg = DatasetConfig(source="mem.parquet", target="label")
+    splits = prepare_splits(df, cfg, seed=0)
+    prepared = prepare(splits, cfg, ValidationConfig(cv_folds=3), seed=0)
+    assert splits.task is Task.BINARY and prepared.metric == "roc_auc"
+    cv = cross_validate(prepared, lightgbm(cfg))
+    assert cv.metric == "roc_auc" and len(cv.scores) == 3 and cv.mean > 0.95
+    final = fit_final(prepared, lightgbm(cfg), cv_scores=cv.scores)
+    metrics = final.metrics
+    assert metrics.test_metrics["roc_auc"] > 0.95
+    importance = metrics.feature_importance
     assert 0 < len(importance) <= 50 and abs(sum(importance.values()) - 1) < 0.05
     assert all(type(v) is float for v in importance.values())
-    assert model.metrics.cross_validation_scores == []
-    json.dumps(model.metrics.model_dump())  # plain floats all the way down
-    json.dumps(model.params)
+    assert metrics.cross_validation_scores == cv.scores
+    json.dumps(metrics.model_dump())  # plain floats all the way down
+
+
+def test_no_cv_leaves_cross_validation_scores_empty():
+    _, prepared, final = fit(sklearn_frame(load_breast_cancer))
+    assert prepared.plan.folds == () and final.metrics.cross_validation_scores == []
 
 
 def test_wine_multiclass():
-    splits, model = fit(sklearn_frame(load_wine))
-    assert splits.task is Task.MULTICLASS and model.classes == [0, 1, 2]
-    assert model.metrics.test_metrics["accuracy"] > 0.85
-    assert model.metrics.validation_loss == model.metrics.validation_metrics["log_loss"]
+    splits, prepared, final = fit(sklearn_frame(load_wine))
+    assert splits.task is Task.MULTICLASS and prepared.classes == [0, 1, 2]
+    assert final.metrics.test_metrics["accuracy"] > 0.85
+    assert final.metrics.validation_loss == final.metrics.validation_metrics["log_loss"]
 
 
 def test_diabetes_regression():
     # 66 test rows make one split's R2 noisy (0.26..0.46 across seeds): judge the mean of five splits.
     df = sklearn_frame(load_diabetes)
-    cfg = DatasetConfig(source="mem.parquet", target="label")
     scores = []
     for seed in range(5):
-        splits = prepare_splits(df, cfg, seed=seed)
-        model = train_model(splits, cfg, ModelType.LIGHTGBM, seed=seed, params=ONE_THREAD)
-        scores.append(model.metrics.test_metrics["r2"])
-    assert splits.task is Task.REGRESSION and model.classes is None
+        splits, prepared, final = fit(df, seed=seed)
+        scores.append(final.metrics.test_metrics["r2"])
+    assert splits.task is Task.REGRESSION and prepared.classes is None
     assert np.mean(scores) > 0.3 and min(scores) > 0.2
-    assert model.metrics.validation_loss == model.metrics.validation_metrics["rmse"]
-    assert model.metrics.validation_accuracy == model.metrics.validation_metrics["r2"]
+    assert final.metrics.validation_loss == final.metrics.validation_metrics["rmse"]
+    assert final.metrics.validation_accuracy == final.metrics.validation_metrics["r2"]
 
 
-def test_predict_frame_labels_and_probabilities(frame):
+def test_predictions_carry_labels_and_probabilities(tmp_path, frame):
     df = frame.with_columns(pl.col("y").replace_strict({0: "stay", 1: "go"}).alias("label")).drop("y")
-    splits, model = fit(df)
-    out = predict_frame(
-        model.preprocessor, model.booster, model.task, model.classes, splits.test.drop("label").to_pandas()
-    )
+    splits, prepared, final = fit(df)
+    cfg = DatasetConfig(source="mem.parquet", target="label")
+    bundle = load_bundle(save_bundle(tmp_path / "b", final=final, prepared=prepared, cfg=cfg,
+                                     model_type=ModelType.LIGHTGBM, params={}))
+    out = bundle.predict(splits.test.drop("label").to_pandas())
     assert list(out.columns) == ["prediction", "proba_go", "proba_stay"]
     assert set(out["prediction"]) <= {"go", "stay"}
     np.testing.assert_allclose(out[["proba_go", "proba_stay"]].sum(axis=1), 1.0)
 
 
-def test_unsupported_model_type(frame):
+def test_ensemble_is_not_a_single_family(frame):
     cfg = DatasetConfig(source="mem.parquet", target="y")
-    with pytest.raises(DataError, match="not supported yet") as info:
-        train_model(prepare_splits(frame, cfg, seed=0), cfg, ModelType.XGBOOST)
+    prepared = prepare(prepare_splits(frame, cfg, seed=0), cfg, NO_CV)
+    opts = FitOptions.from_config(cfg, ModelType.ENSEMBLE, None, seed=0)
+    with pytest.raises(DataError, match="not a single model family") as info:
+        fit_final(prepared, opts)
     assert info.value.field == "model_type"
 
 
-def _arrays(n=300, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 4)).astype(np.float32)
-    y = (X[:, 0] + rng.normal(scale=2.0, size=n) > 0).astype(int)
-    return X, y
+@pytest.fixture
+def small(frame):
+    cfg = DatasetConfig(source="mem.parquet", target="y", timestamp_column="ts")
+    return cfg, prepare(prepare_splits(frame, cfg, seed=0), cfg, NO_CV)
 
 
-def test_callback_runs_every_round():
-    X, y = _arrays()
+def test_callback_runs_every_round(small):
+    cfg, prepared = small
     calls = []
-    booster = train_lightgbm(
-        X[:200],
-        y[:200],
-        X[200:],
-        y[200:],
-        task=Task.BINARY,
-        num_classes=None,
-        categorical_features=[],
-        params={"num_boost_round": 30, "early_stopping_rounds": 1000, "num_threads": 1},
-        callbacks=[lambda i, total: calls.append((i, total))],
-    )
-    assert calls == [(i, 30) for i in range(1, 31)]
-    assert 1 <= booster.best_iteration <= 30
+    opts = lightgbm(cfg, {"num_boost_round": 30, "early_stopping_rounds": 1000})
+    final = fit_final(prepared, opts, callbacks=[lambda i, total, loss: calls.append((i, total, loss))])
+    assert [(i, total) for i, total, _ in calls] == [(i, 30) for i in range(1, 31)]
+    assert all(isinstance(loss, float) for *_, loss in calls)  # the validation loss of each round
+    assert 1 <= final.model.best_iteration_ <= 30
 
 
-def test_exception_in_callback_stops_training():
-    X, y = _arrays()
+def test_callbacks_reach_every_cv_fold(frame):
+    cfg = DatasetConfig(source="mem.parquet", target="y", timestamp_column="ts")
+    prepared = prepare(prepare_splits(frame, cfg, seed=0), cfg, ValidationConfig(cv_folds=3))
+    calls, folds = [], []
+    opts = lightgbm(cfg, {"num_boost_round": 10, "early_stopping_rounds": 1000})
+    result = cross_validate(prepared, opts, callbacks=[lambda i, total, loss: calls.append(i)],
+                            on_fold=lambda index, value: folds.append((index, value)))
+    assert calls == list(range(1, 11)) * 3
+    assert folds == list(enumerate(result.scores))
+
+
+def test_exception_in_callback_stops_training(small):
+    cfg, prepared = small
     seen = []
 
-    def stop(iteration, total):
+    def stop(iteration, total, loss):
         seen.append(iteration)
         if iteration == 5:
             raise KeyboardInterrupt("cancelled")  # not an Exception subclass: must still propagate
 
     with pytest.raises(KeyboardInterrupt):
-        train_lightgbm(
-            X[:200],
-            y[:200],
-            X[200:],
-            y[200:],
-            task=Task.BINARY,
-            num_classes=None,
-            categorical_features=[],
-            params={"num_threads": 1},
-            callbacks=[stop],
-        )
+        fit_final(prepared, lightgbm(cfg), callbacks=[stop])
     assert seen == [1, 2, 3, 4, 5]
 
 
@@ -141,7 +153,7 @@ def test_demo_dataset_is_learnable(tmp_path):
         entity_column="customer_id",
         **DEMO_PERIODS,
     )
-    splits = prepare_splits(df, cfg, seed=0)
-    model = train_model(splits, cfg, ModelType.LIGHTGBM, seed=0, params=ONE_THREAD)
-    assert "customer_id" not in model.preprocessor.feature_names_  # the entity is not a feature
-    assert model.metrics.test_metrics["roc_auc"] > 0.75
+    prepared = prepare(prepare_splits(df, cfg, seed=0), cfg, NO_CV, seed=0)
+    final = fit_final(prepared, lightgbm(cfg))
+    assert "customer_id" not in prepared.preprocessor.feature_names_  # the entity is not a feature
+    assert final.metrics.test_metrics["roc_auc"] > 0.75

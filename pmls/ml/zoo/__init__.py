@@ -6,41 +6,60 @@ Tests parametrise over the registry, tuning reads ``default_space`` / ``known_pa
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
 from pathlib import Path
 
 from pmls.contracts import ModelType
 from pmls.ml.errors import DataError
-from pmls.ml.zoo import forest, lightgbm, lstm, mlp, xgboost
 from pmls.ml.zoo.base import Callback, ZooEntry, ZooModel, read_meta
 
-REGISTRY: dict[ModelType, ZooEntry] = {
-    entry.model_type: entry
-    for entry in (
-        ZooEntry(ModelType.LIGHTGBM, lightgbm.LightGBMModel, lightgbm.DEFAULT_SPACE, lightgbm.KNOWN_PARAMS),
-        ZooEntry(ModelType.XGBOOST, xgboost.XGBoostModel, xgboost.DEFAULT_SPACE, xgboost.KNOWN_PARAMS),
-        ZooEntry(
-            ModelType.RANDOM_FOREST, forest.RandomForestModel, forest.DEFAULT_SPACE, forest.KNOWN_PARAMS
-        ),
-        ZooEntry(ModelType.NEURAL_NETWORK, mlp.MLPModel, mlp.DEFAULT_SPACE, mlp.KNOWN_PARAMS),
-        ZooEntry(ModelType.LSTM, lstm.LSTMModel, lstm.DEFAULT_SPACE, lstm.KNOWN_PARAMS, sequential=True),
-    )
+# Family -> (module, class). Loading a saved model imports only its own family, so a served LightGBM
+# model needs neither torch nor xgboost where it runs.
+FAMILIES = {
+    ModelType.LIGHTGBM: ("lightgbm", "LightGBMModel"),
+    ModelType.XGBOOST: ("xgboost", "XGBoostModel"),
+    ModelType.RANDOM_FOREST: ("forest", "RandomForestModel"),
+    ModelType.NEURAL_NETWORK: ("mlp", "MLPModel"),
+    ModelType.LSTM: ("lstm", "LSTMModel"),
 }
+
+
+def _module(model_type: ModelType):
+    return importlib.import_module(f"pmls.ml.zoo.{FAMILIES[model_type][0]}")
+
+
+@cache
+def registry() -> dict[ModelType, ZooEntry]:
+    entries = {}
+    for model_type, (_, cls_name) in FAMILIES.items():
+        module = _module(model_type)
+        entries[model_type] = ZooEntry(model_type, getattr(module, cls_name), module.DEFAULT_SPACE,
+                                       module.KNOWN_PARAMS, sequential=model_type is ModelType.LSTM)
+    return entries
+
+
+def __getattr__(name: str):
+    if name == "REGISTRY":
+        return registry()
+    raise AttributeError(name)
 
 
 def get_entry(model_type: ModelType | str) -> ZooEntry:
     """The registry entry; ENSEMBLE is built from entries, so it has none."""
     try:
-        return REGISTRY[ModelType(model_type)]
+        return registry()[ModelType(model_type)]
     except (KeyError, ValueError):
-        known = ", ".join(sorted(REGISTRY))
+        known = ", ".join(sorted(FAMILIES))
         raise DataError(
             "model_type", f"{model_type!r} is not a single model family; use one of {known}"
         ) from None
 
 
 def load_model(directory: Path) -> ZooModel:
-    """A saved model of any family (the family is read from its meta.json)."""
-    return get_entry(read_meta(directory)["model_type"]).cls.load(directory)
+    """A saved model of any family (the family is read from its meta.json; only it is imported)."""
+    model_type = ModelType(read_meta(directory)["model_type"])
+    return getattr(_module(model_type), FAMILIES[model_type][1]).load(directory)
 
 
-__all__ = ["REGISTRY", "Callback", "ZooEntry", "ZooModel", "get_entry", "load_model"]
+__all__ = ["FAMILIES", "REGISTRY", "Callback", "ZooEntry", "ZooModel", "get_entry", "load_model", "registry"]

@@ -1,7 +1,6 @@
 """LightGBM behind the zoo contract: our booster defaults, early stopping, a per-round hook.
 
-``pmls.ml.lightgbm_model.train_lightgbm`` always needs a validation set and takes no sample weights,
-so the loop is written here; the booster parameters come from the shared ``lightgbm_params``.
+The booster parameters come from the shared ``lightgbm_params``.
 """
 
 from __future__ import annotations
