@@ -1,22 +1,72 @@
-"""Save a job's Temporal history for the replay tests: ``python -m tests.workflows.record JOB_ID NAME``."""
+"""Record the histories the replay tests use, against a running stack (`pmls up`):
+
+    python -m tests.workflows.record DATA.parquet
+
+It submits a plain job, a tuned job, a job whose source is missing and a tuned job it cancels, then saves
+each workflow's history (the tuning children's too) under tests/workflows/histories/.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
+import httpx
+
+from pmls.ml.demo_data import DEMO_PERIODS
 from pmls.settings import Settings
 from workers.main import connect_temporal
 
+OUT = Path(__file__).parent / "histories"
 
-async def main(job_id: str, name: str) -> None:
+
+def request(job_id: str, data: str, **hp) -> dict:
+    return {"training_id": job_id, "model_type": "LIGHTGBM", "model_name": "churn",
+            "dataset_config": {"source": data, "target": "churned", "timestamp_column": "event_time",
+                               "entity_column": "customer_id", **DEMO_PERIODS},
+            "hyperparameter_config": {"optimization_method": "none", **hp}}
+
+
+def run(api: httpx.Client, body: dict, cancel_after: float | None = None) -> None:
+    job_id = body["training_id"]
+    api.post("/api/v1/training/start", json=body).raise_for_status()
+    started = time.monotonic()
+    while True:
+        job = api.get(f"/api/v1/training/{job_id}/status").json()
+        if job["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            return
+        if cancel_after is not None and time.monotonic() - started > cancel_after:
+            api.post(f"/api/v1/training/{job_id}/cancel")
+            cancel_after = None
+        time.sleep(0.5)
+
+
+async def save(workflow_id: str, name: str) -> None:
     client = await connect_temporal(Settings())
-    history = await client.get_workflow_handle(job_id).fetch_history()
-    out = Path(__file__).parent / "histories" / f"{name}.json"
-    out.write_text(history.to_json())
-    print(f"wrote {out}")
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    (OUT / f"{name}.json").write_text(history.to_json())
+    print(f"saved {name}")
+
+
+def main(data: str) -> None:
+    stamp = time.strftime("%H%M%S")
+    jobs = {
+        "completed-plain": (request(f"rec_plain_{stamp}", data), None),
+        "completed-tuned": (request(f"rec_tuned_{stamp}", data, optimization_method="tpe",
+                                    optimization_trials=6), None),
+        "failed-missing-source": (request(f"rec_failed_{stamp}", "/nonexistent.parquet"), None),
+        "cancelled-during-tuning": (request(f"rec_cancel_{stamp}", data, optimization_method="tpe",
+                                            optimization_trials=1000), 20.0),
+    }
+    with httpx.Client(base_url=Settings().api.base_url, timeout=60) as api:
+        for name, (body, cancel_after) in jobs.items():
+            run(api, body, cancel_after)
+            asyncio.run(save(body["training_id"], name))
+            if "tuned" in name or "tuning" in name:
+                asyncio.run(save(f"{body['training_id']}/lightgbm", f"{name}-child"))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    main(sys.argv[1])

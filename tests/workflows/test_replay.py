@@ -1,7 +1,7 @@
 """Determinism: recorded histories must replay on the current workflow code.
 
 A change that breaks replay would break every job in flight during a deploy; guard such changes with
-``workflow.patched(...)``. New histories come from ``python -m tests.workflows.record JOB_ID`` against a stack.
+``workflow.patched(...)``. New histories come from ``python -m tests.workflows.record DATA.parquet`` against a stack.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.training import TrainingWorkflow
+from workflows.tuning import TuningWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def replay(history: WorkflowHistory) -> None:
-    replayer = Replayer(workflows=[TrainingWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[TrainingWorkflow, TuningWorkflow], data_converter=pydantic_data_converter)
     asyncio.run(replayer.replay_workflow(history))
 
 
@@ -31,3 +32,4 @@ def test_committed_history_replays(path: Path):
 
 def test_there_are_committed_histories():
     assert {p.stem.split("-")[0] for p in HISTORIES} >= {"completed", "failed", "cancelled"}
+    assert any(p.stem.endswith("-child") for p in HISTORIES)  # a TuningWorkflow history too
