@@ -94,7 +94,7 @@ def _print_urls(urls: dict[str, str]) -> None:
 
 @app.command()
 def demo(keep: Annotated[bool, typer.Option(help="leave the stack running afterwards")] = False) -> None:
-    """Start the stack, train a churn model on a generated time-ordered data set, print the result, stop."""
+    """Start the stack, tune and train a churn model on a generated time-ordered data set, print it, stop."""
     from pmls.ml.demo_data import DEMO_PERIODS, generate_demo_dataset
     from pmls.stack import Stack, StackError
 
@@ -112,12 +112,14 @@ def demo(keep: Annotated[bool, typer.Option(help="leave the stack running afterw
             "model_name": "churn_demo",
             "dataset_config": {"source": str(data), "target": "churned", "timestamp_column": "event_time",
                                "entity_column": "customer_id", **DEMO_PERIODS},
-            "hyperparameter_config": {"optimization_method": "none", "optimization_trials": 0},
+            "hyperparameter_config": {"optimization_method": "tpe", "optimization_trials": 12,
+                                      "optimization_timeout": "3m"},
         }
         job = _call("POST", "/api/v1/training/start", json=request)
         console.print(f"job [bold]{job['job_id']}[/] started")
         job = _watch(job["job_id"])
         _print_result(job)
+        _print_trials(job["job_id"])
         _print_urls(stack.urls())
         if keep:
             console.print("the stack keeps running; Ctrl-C stops it")
@@ -162,6 +164,19 @@ def _print_result(job: dict) -> None:
         console.print(table)
 
 
+def _print_trials(job_id: str) -> None:
+    trials = _call("GET", f"/api/v1/training/{job_id}/trials")
+    if not trials:
+        return
+    states: dict[str, int] = {}
+    for trial in trials:
+        states[trial["state"]] = states.get(trial["state"], 0) + 1
+    scored = [t["performance_score"] for t in trials if t["state"] == "COMPLETE"]
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(states.items()))
+    best = f"; CV scores from {min(scored):.4f} to {max(scored):.4f}" if scored else ""
+    console.print(f"  tuning: {len(trials)} trials ({counts}){best}")
+
+
 # -- jobs --------------------------------------------------------------------------------------
 @app.command()
 def train(request_file: Annotated[Path, typer.Argument(exists=True, readable=True, help="TrainingRequest JSON")],
@@ -191,6 +206,7 @@ def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
         return
     console.print(f"{job['current_stage']} {job['progress_percentage']:.0f}%  ETA {job.get('estimated_completion')}")
     _print_result(job)
+    _print_trials(job_id)
 
 
 @app.command()

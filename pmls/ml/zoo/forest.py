@@ -82,6 +82,8 @@ class RandomForestModel(ZooModel):
         return float(-np.mean(np.log(np.clip(picked, PROBA_EPS, 1.0))))
 
     def _raw_forest(self, X: np.ndarray, n_classes: int | None) -> np.ndarray:
+        # Threads pay off for big batches only; a single served row would wait ~30 ms for joblib's dispatch.
+        self.forest_.set_params(n_jobs=self.num_threads if len(X) >= 1000 else 1)
         if self.task is Task.REGRESSION:
             return self.forest_.predict(X)
         # A class absent from the training rows has no column in sklearn's output: put it back as 0.
