@@ -8,11 +8,14 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from temporalio import activity
 
 from activities.errors import input_errors
+from pmls.contracts import ModelType
 from pmls.contracts.workflow import (
+    BuildEnsembleInput,
     CrossValidateInput,
     CVScore,
     DatasetRef,
@@ -26,7 +29,16 @@ from pmls.contracts.workflow import (
 )
 from pmls.ml.bundle import load_bundle, save_bundle
 from pmls.ml.data import Splits, load_source, prepare_splits
-from pmls.ml.pipeline import FitOptions, Prepared, cross_validate, fit_final, higher_is_better, prepare
+from pmls.ml.pipeline import (
+    Candidate,
+    FitOptions,
+    Prepared,
+    build_ensemble,
+    cross_validate,
+    fit_final,
+    higher_is_better,
+    prepare,
+)
 
 
 class FrameCache:
@@ -129,8 +141,49 @@ class DataActivities:
                                       num_threads=self.threads)
         with input_errors():
             result = cross_validate(prepared, opts, callbacks=[_heartbeat])
+        oof_uri = self.save_oof(inp.job_id, f"{inp.model_type.value.lower()}-fixed", result.oof)
         return CVScore(metric=result.metric, scores=result.scores, mean=result.mean, std=result.std,
-                       best_iterations=result.best_iterations, duration_seconds=time.monotonic() - started)
+                       best_iterations=result.best_iterations, duration_seconds=time.monotonic() - started,
+                       oof_uri=oof_uri)
+
+    def save_oof(self, job_id: str, name: str, oof) -> str | None:
+        """Out-of-fold scores by reference: ensembles of this job read them back."""
+        if oof is None:
+            return None
+        path = self._job_dir(job_id) / "oof" / f"{name}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, oof, allow_pickle=False)
+        return str(path)
+
+    @activity.defn(name="build_ensemble")
+    def build_ensemble(self, inp: BuildEnsembleInput) -> TrainedModelRef:
+        """Single, Caruana, JAX blend or stacking — whichever wins on validation — refit, scored, saved."""
+        activity.heartbeat("starting")
+        started = time.monotonic()
+        prepared = self.prepared.get(inp.prepared.uri)
+        candidates = [
+            Candidate(FitOptions.from_config(inp.dataset_config, c.model_type, c.params, seed=inp.seed,
+                                             num_threads=self.threads),
+                      np.load(c.cv.oof_uri, allow_pickle=False) if c.cv.oof_uri else None, c.cv.mean)
+            for c in inp.candidates
+        ]
+        with input_errors():
+            outcome = build_ensemble(prepared, candidates, seed=inp.seed, callbacks=[_heartbeat])
+        bundle_dir = save_bundle(self._job_dir(inp.job_id) / "model", final=outcome.final, prepared=prepared,
+                                 cfg=inp.dataset_config, model_type=ModelType.ENSEMBLE, params={})
+        choice = outcome.choice
+        cv = _ensemble_cv(inp, choice)
+        return TrainedModelRef(
+            bundle_uri=str(bundle_dir), task=prepared.task, classes=prepared.classes,
+            primary_metric=prepared.metric, metrics=outcome.final.metrics.model_copy(
+                update={"cross_validation_scores": cv.scores if cv else []}),
+            best_iteration=0, params={}, model_size_mb=_size_mb(bundle_dir),
+            latency_ms_per_row=_latency_ms(bundle_dir, inp), duration_seconds=time.monotonic() - started,
+            model_type=ModelType.ENSEMBLE, cv=cv, features=inp.prepared.features,
+            dropped_features=inp.prepared.dropped_features,
+            ensemble={"method": choice.method, "weights": choice.weights, "members": choice.members,
+                      "validation_scores": choice.scores, "candidates": _plain_candidates(outcome.candidates)},
+        )
 
     @activity.defn(name="fit_final")
     def fit_final(self, inp: FitFinalInput) -> TrainedModelRef:
@@ -187,11 +240,21 @@ class PreparedCache:
                 self._items.popitem(last=False)
 
 
+def _ensemble_cv(inp: BuildEnsembleInput, choice) -> CVScore | None:
+    """The CV scores reported for an ensemble: its best single member's (weights were learnt out of fold)."""
+    members = [inp.candidates[i].cv for i in choice.members] or [c.cv for c in inp.candidates]
+    return max(members, key=lambda cv: cv.mean if inp.prepared.higher_is_better else -cv.mean, default=None)
+
+
+def _plain_candidates(candidates: list[dict]) -> list[dict]:
+    return [{**c, "params": _plain(c["params"])} for c in candidates]
+
+
 def _size_mb(directory: Path) -> float:
     return round(sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 2**20, 4)
 
 
-def _latency_ms(bundle_dir: Path, inp: FitFinalInput) -> float:
+def _latency_ms(bundle_dir: Path, inp: FitFinalInput | BuildEnsembleInput) -> float:
     """Prediction latency per row through the same code path the registered model serves with."""
     rows = pl.read_parquet(Path(inp.prepared.uri).parent / "test.parquet").drop(inp.dataset_config.target)
     rows = rows.head(1000).to_pandas()

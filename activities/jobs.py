@@ -57,7 +57,7 @@ class JobActivities:
         bundle = load_bundle(inp.trained.bundle_uri)
         sample = pl.read_parquet(inp.splits.test.uri).drop(inp.request.dataset_config.target).head(20).to_pandas()
         return self.registry.register(job_id=inp.job_id, request=inp.request, splits=inp.splits,
-                                      trained=inp.trained, bundle=bundle, sample=sample)
+                                      trained=inp.trained, bundle=bundle, sample=sample, comparison=inp.comparison)
 
     @activity.defn(name="complete_job")
     async def complete_job(self, inp: CompleteJobInput) -> ModelArtifact:
@@ -87,17 +87,31 @@ def beats_baseline(task: Task, test: dict[str, float], n_classes: int) -> bool:
     return test.get("balanced_accuracy", 0.0) > 1.0 / max(n_classes, 2)
 
 
+def deployment_ready(inp: CompleteJobInput) -> bool:
+    """The gates: better than a trivial baseline, and better than the champion by ``min_improvement``."""
+    trained, comparison = inp.trained, inp.comparison
+    if not beats_baseline(trained.task, trained.metrics.test_metrics, len(trained.classes or [])):
+        return False
+    if comparison is None or comparison.first_version or comparison.performance_improvement is None:
+        return True
+    return comparison.performance_improvement >= inp.request.deployment_config.min_improvement
+
+
 def build_artifact(inp: CompleteJobInput) -> ModelArtifact:
-    trained, reg = inp.trained, inp.registered
+    trained, reg, comparison = inp.trained, inp.registered, inp.comparison
     metrics = trained.metrics
     perf = PerformanceMetrics(
         primary_metric=trained.primary_metric, test=metrics.test_metrics, validation=metrics.validation_metrics,
         prediction_latency_ms_per_row=trained.latency_ms_per_row,
+        cv_mean=trained.cv.mean if trained.cv and trained.cv.scores else None,
+        cv_std=trained.cv.std if trained.cv and trained.cv.scores else None,
+        performance_improvement=comparison.performance_improvement if comparison else None,
+        champion_model_id=comparison.champion_model_id if comparison else None,
     )
     return ModelArtifact(
         model_id=reg.model_id, model_type=inp.request.model_type, version=reg.version,
         training_job_id=inp.job_id, performance_metrics=perf, model_size_mb=trained.model_size_mb,
-        deployment_ready=beats_baseline(trained.task, metrics.test_metrics, len(trained.classes or [])),
+        deployment_ready=deployment_ready(inp),
         model_name=reg.model_name, model_uri=reg.model_uri, mlflow_run_id=reg.run_id,
         created_at=inp.finished_at,
     )

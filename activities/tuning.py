@@ -83,8 +83,10 @@ class TrialActivities:
         except Exception as exc:  # noqa: BLE001 - a bad configuration fails its trial, not the job
             return TrialResult(**base, state="FAILED", error=f"{type(exc).__name__}: {exc}"[:2000],
                                fold_scores=folds, duration_seconds=time.monotonic() - started)
+        oof_uri = self.data.save_oof(inp.job_id, f"{spec.family.value.lower()}-trial-{trial.number}", cv.oof)
         return TrialResult(**base, state="COMPLETE", score=cv.mean, fold_scores=cv.scores,
-                           best_iterations=cv.best_iterations, duration_seconds=time.monotonic() - started)
+                           best_iterations=cv.best_iterations, duration_seconds=time.monotonic() - started,
+                           oof_uri=oof_uri)
 
 
 class StudyActivities:

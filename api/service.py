@@ -24,6 +24,7 @@ from pmls.contracts import (
     DeploymentConfig,
     DeploymentResult,
     ModelArtifact,
+    ModelType,
     TrainingJob,
     TrainingRequest,
     TrainingStatus,
@@ -55,6 +56,9 @@ def check_supported(request: TrainingRequest) -> None:
         raise UnsupportedError(f"{request.model_type.value} is not supported yet; supported: {names}",
                                field="model_type")
     unknown = unknown_parameters(request.model_type, list(request.hyperparameter_config.search_space))
+    if unknown and request.model_type is ModelType.ENSEMBLE:
+        raise UnsupportedError("ENSEMBLE searches each member family's default space; leave search_space empty",
+                               field="hyperparameter_config.search_space")
     if unknown:
         raise UnsupportedError(f"{request.model_type.value} has no parameter {', '.join(unknown)}",
                                field=f"hyperparameter_config.search_space.{unknown[0]}")

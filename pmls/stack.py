@@ -44,6 +44,13 @@ def _die_with_parent() -> None:
         pass
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.3)
@@ -114,13 +121,15 @@ class Part:
         if not self.alive():
             return
         assert self.proc is not None
-        self.proc.send_signal(self.stop_signal)
+        # The whole process group: MLflow's server, for one, runs helper processes of its own.
+        _signal_group(self.proc, self.stop_signal)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop in %.0f s; killing it", self.name, timeout)
             self.proc.kill()
             self.proc.wait(5)
+        _signal_group(self.proc, signal.SIGKILL)  # whatever of the group outlived its leader
 
 
 @dataclass

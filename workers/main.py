@@ -72,8 +72,10 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
 
 
 async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Event) -> None:
+    from activities.champion import ChampionActivities
     from activities.data import DataActivities
     from activities.tuning import TrialActivities
+    from pmls.storage.registry import ModelRegistry
     from pmls.storage.studies import StudyStore
 
     slots = settings.worker.trial_slots
@@ -81,11 +83,12 @@ async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Ev
     _limit_torch_threads(threads)
     data = DataActivities(settings.artifacts, threads_per_trial=threads)
     trials = TrialActivities(data, StudyStore(settings.database.optuna_url))
+    champion = ChampionActivities(ModelRegistry(settings.mlflow.tracking_uri), data)
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
         worker = Worker(
             client, task_queue=settings.temporal.trials_task_queue,
             activities=[data.load_dataset, data.split_dataset, data.prepare_features, data.cross_validate,
-                        data.fit_final, trials.run_trial],
+                        data.fit_final, data.build_ensemble, trials.run_trial, champion.compare_champion],
             activity_executor=executor, max_concurrent_activities=slots,
             # Heartbeats carry cancellation back: send them often enough that a cancel lands in ~1 s.
             max_heartbeat_throttle_interval=timedelta(seconds=1),

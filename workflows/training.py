@@ -15,12 +15,13 @@ with workflow.unsafe.imports_passed_through():
     from pmls.contracts import (
         SUPPORTED_MODEL_TYPES,
         SUPPORTED_TRAINING_MODES,
+        ModelType,
         TrainingMetrics,
         TrainingStatus,
     )
     from pmls.contracts.durations import parse_duration
     from pmls.contracts.models import ModelArtifact
-    from pmls.contracts.params import fixed_parameters
+    from pmls.contracts.params import ensemble_families, fixed_parameters
     from pmls.contracts.tuning import (
         CreateStudyInput,
         StartRunInput,
@@ -30,10 +31,14 @@ with workflow.unsafe.imports_passed_through():
         TuningResult,
     )
     from pmls.contracts.workflow import (
+        BuildEnsembleInput,
+        ChampionComparison,
+        CompareChampionInput,
         CompleteJobInput,
         CrossValidateInput,
         CVScore,
         DatasetRef,
+        EnsembleCandidate,
         FitFinalInput,
         JobStatusUpdate,
         LoadDatasetInput,
@@ -62,7 +67,7 @@ CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYA
 
 # (stage, progress when it starts)
 STAGES = {"validating": 1, "loading_data": 5, "splitting": 10, "preparing": 15, "cross_validating": 25,
-          "tuning": 25, "training": 75, "registering": 88, "publishing": 95, "completed": 100}
+          "tuning": 25, "training": 75, "comparing": 85, "registering": 88, "publishing": 95, "completed": 100}
 
 
 @workflow.defn(name="TrainingWorkflow")
@@ -80,8 +85,8 @@ class TrainingWorkflow:
         self._cancel_reason: str | None = None
         self._trials = 0
         self._tuning: TuningProgress | None = None
+        self._tuning_by_family: dict[str, TuningProgress] = {}
         self._tuning_eta = None
-        self._tuning_total = 0
         self._folds = 1
         self._dirty = False
 
@@ -138,29 +143,36 @@ class TrainingWorkflow:
                          seed=seed),
             PreparedRef, timeout=timedelta(hours=1),
         )
-        if req.hyperparameter_config.tunes:
-            params, cv = await self._tune(inp, prepared, seed)
-        else:
-            params = fixed_parameters(req.hyperparameter_config.search_space)
-            await self._enter("cross_validating")
-            cv = await self._cpu(
-                "cross_validate",
-                CrossValidateInput(job_id=job_id, prepared=prepared, dataset_config=cfg,
-                                   model_type=req.model_type, params=params, seed=seed),
-                CVScore, timeout=timedelta(hours=4),
-            )
-        self._metrics = TrainingMetrics(cross_validation_scores=cv.scores)
+        found = await self._candidates(inp, prepared, seed)
         await self._enter("training")
-        trained = await self._cpu(
-            "fit_final",
-            FitFinalInput(job_id=job_id, prepared=prepared, dataset_config=cfg, model_type=req.model_type,
-                          params=params, seed=seed, cv=cv),
-            TrainedModelRef, timeout=timedelta(hours=4),
-        )
+        if req.model_type is ModelType.ENSEMBLE:
+            candidates = [EnsembleCandidate(model_type=f, params=p, cv=cv) for f, p, cv in found]
+            trained = await self._cpu(
+                "build_ensemble",
+                BuildEnsembleInput(job_id=job_id, prepared=prepared, dataset_config=cfg, candidates=candidates,
+                                   seed=seed),
+                TrainedModelRef, timeout=timedelta(hours=4),
+            )
+        else:
+            _family, params, cv = found[0]
+            self._metrics = TrainingMetrics(cross_validation_scores=cv.scores)
+            trained = await self._cpu(
+                "fit_final",
+                FitFinalInput(job_id=job_id, prepared=prepared, dataset_config=cfg, model_type=req.model_type,
+                              params=params, seed=seed, cv=cv),
+                TrainedModelRef, timeout=timedelta(hours=4),
+            )
         self._metrics = trained.metrics
+        await self._enter("comparing")
+        comparison = await self._cpu(
+            "compare_champion",
+            CompareChampionInput(job_id=job_id, request=req, splits=splits, prepared=prepared, trained=trained),
+            ChampionComparison, timeout=timedelta(minutes=30),
+        )
         await self._enter("registering")
         registered = await self._io(
-            "register_model", RegisterModelInput(job_id=job_id, request=req, splits=splits, trained=trained),
+            "register_model",
+            RegisterModelInput(job_id=job_id, request=req, splits=splits, trained=trained, comparison=comparison),
             RegisteredModel, timeout=timedelta(minutes=10),
         )
         self._model_id = registered.model_id
@@ -169,7 +181,7 @@ class TrainingWorkflow:
             "complete_job",
             CompleteJobInput(job_id=job_id, request=req, trained=trained, registered=registered,
                              started_at=self._started, finished_at=workflow.now(),
-                             hyperparameter_trials=self._trials),
+                             hyperparameter_trials=self._trials, comparison=comparison),
             ModelArtifact, timeout=timedelta(minutes=5),
         )
         self._status, self._stage, self._progress = TrainingStatus.COMPLETED, "completed", 100.0
@@ -177,48 +189,79 @@ class TrainingWorkflow:
         workflow.set_current_details(f"COMPLETED: {artifact.model_id} ({_headline(artifact)})")
         return TrainingOutcome(job_id=job_id, status=self._status, model_id=artifact.model_id, artifact=artifact)
 
-    async def _tune(self, inp: TrainingWorkflowInput, prepared: PreparedRef, seed: int) -> tuple[dict, CVScore]:
-        """One TuningWorkflow child per family; the job goes on with the best fully evaluated trial."""
+    async def _candidates(self, inp: TrainingWorkflowInput, prepared: PreparedRef, seed: int) -> list:
+        """(family, parameters, CV score) per family: tuned, or the fixed parameters cross-validated."""
+        req = inp.request
+        families = ([req.model_type] if req.model_type is not ModelType.ENSEMBLE
+                    else ensemble_families(req.dataset_config.timestamp_column, req.dataset_config.entity_column))
+        if req.hyperparameter_config.tunes:
+            return await self._search(inp, prepared, seed, families)
+        await self._enter("cross_validating")
+        fixed = fixed_parameters(req.hyperparameter_config.search_space)
+        cvs = await asyncio.gather(*(
+            self._cpu("cross_validate",
+                      CrossValidateInput(job_id=inp.job_id, prepared=prepared, dataset_config=req.dataset_config,
+                                         model_type=family, params=fixed, seed=seed),
+                      CVScore, timeout=timedelta(hours=4))
+            for family in families))
+        return [(family, fixed, cv) for family, cv in zip(families, cvs, strict=True)]
+
+    async def _search(self, inp: TrainingWorkflowInput, prepared: PreparedRef, seed: int, families: list) -> list:
+        """One TuningWorkflow child per family, in parallel; each family goes on with its best complete trial."""
         req, job_id = inp.request, inp.job_id
         hp = req.hyperparameter_config
         await self._enter("tuning")
-        run_id = await self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req), str,
-                                timeout=timedelta(minutes=2))
-        study = await self._io(
-            "create_study",
-            CreateStudyInput(job_id=job_id, family=req.model_type, hyperparameter_config=hp, prepared=prepared,
-                             seed=seed),
-            StudySpec, timeout=timedelta(minutes=2),
-        )
-        self._tuning_total, self._folds = study.limit, max(prepared.cv_folds, 1)
-        child = TuningInput(
-            job_id=job_id, parent_id=workflow.info().workflow_id, mlflow_run_id=run_id, study=study,
-            prepared=prepared, dataset_config=req.dataset_config, hyperparameter_config=hp, seed=seed,
-            parallel=hp.max_parallel_trials or int(workflow.memo_value("trial_slots", default=2)),
-            deadline=self._tuning_deadline(req),
-        )
-        task = asyncio.create_task(workflow.execute_child_workflow(
-            "TuningWorkflow", child, id=study.study, result_type=TuningResult, memo=_child_memo(),
-            static_summary=f"tuning {req.model_type.value}: {study.limit} trials, {study.method}",
-        ))
+        run_id = await self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req), str)
+        share = hp.optimization_trials if len(families) == 1 else max(2, hp.optimization_trials // len(families))
+        family_hp = hp.model_copy(update={"optimization_trials": share})
+        slots = hp.max_parallel_trials or int(workflow.memo_value("trial_slots", default=2))
+        deadline, self._folds = self._tuning_deadline(req), max(prepared.cv_folds, 1)
+        tasks = []
+        for family in families:
+            study = await self._io("create_study", CreateStudyInput(
+                job_id=job_id, family=family, hyperparameter_config=family_hp, prepared=prepared, seed=seed),
+                StudySpec)
+            child = TuningInput(job_id=job_id, parent_id=workflow.info().workflow_id, mlflow_run_id=run_id,
+                                study=study, prepared=prepared, dataset_config=req.dataset_config,
+                                hyperparameter_config=family_hp, seed=seed,
+                                parallel=max(1, slots // len(families)), deadline=deadline)
+            tasks.append((study, asyncio.create_task(workflow.execute_child_workflow(
+                "TuningWorkflow", child, id=study.study, result_type=TuningResult, memo=_child_memo(),
+                static_summary=f"tuning {family.value}: {study.limit} trials, {study.method}"))))
+        await self._await_children([t for _, t in tasks])
+        return self._best_per_family(prepared, [(study, task.result()) for study, task in tasks])
+
+    async def _await_children(self, tasks: list) -> None:
+        group = asyncio.gather(*tasks)
         try:
-            await self._record_while(task)
+            await self._record_while(group)
+            await group
         except BaseException:
-            # Cancel the search itself and wait until its trials have stopped and been recorded;
-            # closing first would terminate the child and leave its trials running.
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            # Cancel the searches and wait until their trials have stopped and been recorded;
+            # closing first would terminate the children and leave their trials running.
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
             raise
-        result = task.result()
-        self._trials = result.trials
-        if result.best is None or result.stopped_by == "failures":
-            raise ApplicationError(_tuning_failure(result), type="TuningFailed", non_retryable=True)
-        best = result.best
-        cv = CVScore(metric=prepared.metric, scores=best.fold_scores, mean=float(best.score),
-                     std=_std(best.fold_scores), best_iterations=best.best_iterations,
-                     duration_seconds=best.duration_seconds)
-        return {**study.fixed, **best.params}, cv
+
+    def _best_per_family(self, prepared: PreparedRef, results: list) -> list:
+        self._trials = sum(result.trials for _, result in results)
+        found, failures = [], []
+        for study, result in results:
+            if result.best is None or result.stopped_by == "failures":
+                failures.append(f"{study.family.value}: {_tuning_failure(result)}")
+                continue
+            best = result.best
+            cv = CVScore(metric=prepared.metric, scores=best.fold_scores, mean=float(best.score),
+                         std=_std(best.fold_scores), best_iterations=best.best_iterations,
+                         duration_seconds=best.duration_seconds, oof_uri=best.oof_uri)
+            found.append((study.family, {**study.fixed, **best.params}, cv))
+        # One family: its failure is the job's. An ensemble goes on without a family that failed.
+        if not found or (len(results) == 1 and failures):
+            raise ApplicationError("; ".join(failures), type="TuningFailed", non_retryable=True)
+        return found
 
     def _tuning_deadline(self, req):
         """The trials' own budget, cut so the whole job still fits its deadline (final fit included)."""
@@ -240,13 +283,16 @@ class TrainingWorkflow:
 
     @workflow.signal
     def tuning_progress(self, progress: TuningProgress) -> None:
-        self._tuning = progress
-        done = progress.completed + progress.pruned + progress.failed
+        self._tuning_by_family[progress.family.value] = progress
+        every = list(self._tuning_by_family.values())
+        done = sum(p.completed + p.pruned + p.failed for p in every)
+        total = sum(p.total for p in every)
         start, end = STAGES["tuning"], STAGES["training"]
-        self._progress = start + (end - start) * min(done / max(progress.total, 1), 1.0)
-        self._tuning_eta = progress.eta
-        best = f", best {progress.best_score:.4f}" if progress.best_score is not None else ""
-        workflow.set_current_details(f"RUNNING: tuning {done}/{progress.total} trials{best}")
+        self._progress = start + (end - start) * min(done / max(total, 1), 1.0)
+        etas = [p.eta for p in every if p.eta is not None]
+        self._tuning_eta = max(etas) if etas else None
+        self._tuning = progress
+        workflow.set_current_details(f"RUNNING: tuning {done}/{total} trials over {len(every)} families")
         self._dirty = True
 
     def _validate(self, inp: TrainingWorkflowInput) -> None:

@@ -38,5 +38,5 @@ class Task(StrEnum):
 
 
 # Model families the engine trains today; the API answers 422 for the others.
-SUPPORTED_MODEL_TYPES: frozenset[ModelType] = frozenset(set(ModelType) - {ModelType.ENSEMBLE})
+SUPPORTED_MODEL_TYPES: frozenset[ModelType] = frozenset(ModelType)
 SUPPORTED_TRAINING_MODES: frozenset[TrainingMode] = frozenset({TrainingMode.FULL_RETRAIN})

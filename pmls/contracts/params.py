@@ -30,8 +30,18 @@ KNOWN_PARAMETERS: dict[ModelType, frozenset[str]] = {
 
 
 def unknown_parameters(model_type: ModelType, names: list[str]) -> list[str]:
+    if model_type is ModelType.ENSEMBLE:
+        return sorted(names)  # each member family searches its own default space
     known = KNOWN_PARAMETERS.get(model_type)
     return [] if known is None else sorted(n for n in names if n not in known)
+
+
+def ensemble_families(timestamp_column: str | None, entity_column: str | None) -> list[ModelType]:
+    """ENSEMBLE's portfolio: the tabular families, and the LSTM when the rows are series of entities."""
+    families = [ModelType.LIGHTGBM, ModelType.XGBOOST, ModelType.RANDOM_FOREST, ModelType.NEURAL_NETWORK]
+    if timestamp_column and entity_column:
+        families.append(ModelType.LSTM)
+    return families
 
 
 def fixed_parameters(space: dict[str, ParameterRange]) -> dict[str, Any]:

@@ -80,6 +80,7 @@ class TrialResult(BaseModel):
     best_iterations: list[int] = Field(default_factory=list)
     duration_seconds: float = 0.0
     error: str | None = None
+    oof_uri: str | None = None  # out-of-fold scores of a complete trial, for ensembles
 
 
 class RecordTrialsInput(BaseModel):

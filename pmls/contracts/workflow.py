@@ -91,6 +91,7 @@ class CVScore(BaseModel):
     std: float
     best_iterations: list[int] = Field(default_factory=list)
     duration_seconds: float
+    oof_uri: str | None = None
 
 
 class FitFinalInput(BaseModel):
@@ -118,6 +119,42 @@ class TrainedModelRef(BaseModel):
     cv: CVScore | None = None
     features: list[str] = Field(default_factory=list)
     dropped_features: dict[str, str] = Field(default_factory=dict)
+    ensemble: dict[str, Any] | None = None  # method, weights, members and every candidate's scores
+
+
+class EnsembleCandidate(BaseModel):
+    model_type: ModelType
+    params: dict[str, Any] = Field(default_factory=dict)
+    cv: CVScore
+
+
+class BuildEnsembleInput(BaseModel):
+    job_id: str
+    prepared: PreparedRef
+    dataset_config: DatasetConfig
+    candidates: list[EnsembleCandidate]
+    seed: int
+
+
+class CompareChampionInput(BaseModel):
+    job_id: str
+    request: TrainingRequest
+    splits: SplitRef
+    prepared: PreparedRef
+    trained: TrainedModelRef
+
+
+class ChampionComparison(BaseModel):
+    """The new model against the lineage's champion, on the same test period and metric."""
+
+    metric: str
+    new_score: float | None = None
+    champion_model_id: str | None = None
+    champion_version: str | None = None
+    champion_score: float | None = None
+    performance_improvement: float | None = None  # sign-aware: positive = the new model is better
+    first_version: bool = False
+    note: str = ""
 
 
 class RegisterModelInput(BaseModel):
@@ -125,6 +162,7 @@ class RegisterModelInput(BaseModel):
     request: TrainingRequest
     splits: SplitRef
     trained: TrainedModelRef
+    comparison: ChampionComparison | None = None
 
 
 class RegisteredModel(BaseModel):
@@ -154,6 +192,7 @@ class CompleteJobInput(BaseModel):
     started_at: datetime
     finished_at: datetime
     hyperparameter_trials: int = 0
+    comparison: ChampionComparison | None = None
 
 
 class Progress(BaseModel):

@@ -37,10 +37,15 @@ class Bundle:
     entity_column: str | None = None
     params: dict | None = None
 
-    def inputs(self, frame: Any) -> np.ndarray:
+    def inputs(self, frame: Any) -> Any:
         X = self.preprocessor.transform(frame)[:, self.kept]
         if self.seq_len is None:
             return X
+        if self.model_type is ModelType.ENSEMBLE:
+            return {"tabular": X, "sequence": self._windows(frame, X)}
+        return self._windows(frame, X)
+
+    def _windows(self, frame: Any, X: np.ndarray) -> np.ndarray:
         from pmls.ml.data import _as_naive_datetime
         from pmls.ml.sequences import build_sequences
 
@@ -79,10 +84,14 @@ def save_bundle(directory: Path, *, final, prepared, cfg: DatasetConfig, model_t
 
 
 def load_bundle(directory: str | Path) -> Bundle:
-    from pmls.ml.zoo import load_model
-
     path = Path(directory)
     meta = json.loads((path / META_FILE).read_text())
+    if meta["model_type"] == ModelType.ENSEMBLE.value:
+        from pmls.ml.ensemble import EnsembleModel
+
+        load_model = EnsembleModel.load
+    else:
+        from pmls.ml.zoo import load_model
     return Bundle(
         preprocessor=Preprocessor.from_dict(json.loads((path / PREPROCESSOR_FILE).read_text())),
         model=load_model(path / MODEL_DIR), model_type=ModelType(meta["model_type"]), task=Task(meta["task"]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -269,6 +269,7 @@ class CVResult:
     metric: str
     scores: list[float]
     best_iterations: list[int]
+    oof: np.ndarray | None = None  # out-of-fold scores over the training period; NaN where no fold covers
 
     @property
     def mean(self) -> float:
@@ -290,13 +291,23 @@ def cross_validate(prepared: Prepared, opts: FitOptions, *, callbacks: Sequence[
         folds_data = [(X_all, y_all, prepared.inputs("validation", seq), prepared.y["validation"])]
     else:
         folds_data = ((X_all[tr], y_all[tr], X_all[va], y_all[va]) for tr, va in folds)
+    oof = _empty_oof(prepared) if folds else None
     for index, (X, y, X_va, y_va) in enumerate(folds_data):
         model = fit_model(prepared, opts, X, y, X_va, y_va, callbacks)
-        scores.append(score(prepared, y_va, predict_scores(model, prepared.task, X_va)))
+        predicted = predict_scores(model, prepared.task, X_va)
+        if oof is not None:
+            oof[folds[index][1]] = predicted
+        scores.append(score(prepared, y_va, predicted))
         iterations.append(int(model.best_iteration_ or 0))
         if on_fold is not None:
             on_fold(index, scores[-1])
-    return CVResult(prepared.metric, scores, iterations)
+    return CVResult(prepared.metric, scores, iterations, oof)
+
+
+def _empty_oof(prepared: Prepared) -> np.ndarray:
+    n = len(prepared.y["train"])
+    shape = (n,) if prepared.task is Task.REGRESSION else (n, prepared.num_classes)
+    return np.full(shape, np.nan)
 
 
 def _seq_len(opts: FitOptions) -> int | None:
@@ -312,16 +323,41 @@ class FinalModel:
     seq_len: int | None
 
 
+ITERATION_KEYS = {ModelType.LIGHTGBM: "num_boost_round", ModelType.XGBOOST: "num_boost_round",
+                  ModelType.NEURAL_NETWORK: "max_epochs", ModelType.LSTM: "max_epochs"}
+
+
 def fit_final(prepared: Prepared, opts: FitOptions, *, cv_scores: Sequence[float] = (),
-              callbacks: Sequence[Callback] = ()) -> FinalModel:
-    """Fit on the training period (early stopping on validation), then score all three periods."""
+              callbacks: Sequence[Callback] = (), refit: bool = True) -> FinalModel:
+    """Fit on the training period with early stopping on validation (the validation metrics come from this
+    model), then refit on training + validation with the rounds scaled from early stopping and score the
+    test period once with the refit model, which is the one delivered."""
     seq = _seq_len(opts)
     X = {s: prepared.inputs(s, seq) for s in SPLITS}
-    model = fit_model(prepared, opts, X["train"], prepared.y["train"], X["validation"], prepared.y["validation"],
-                      callbacks)
-    scores = {s: compute_metrics(prepared.task, prepared.y[s], predict_scores(model, prepared.task, X[s]))
-              for s in SPLITS}
+    y = prepared.y
+    model = fit_model(prepared, opts, X["train"], y["train"], X["validation"], y["validation"], callbacks)
+    scores = {s: compute_metrics(prepared.task, y[s], predict_scores(model, prepared.task, X[s])) for s in SPLITS}
+    if refit:
+        model = _refit(prepared, opts, model, X, callbacks)
+        for split in ("train", "test"):
+            scores[split] = compute_metrics(prepared.task, y[split], predict_scores(model, prepared.task, X[split]))
     return FinalModel(model, _training_metrics(prepared, scores, model, list(cv_scores)), seq)
+
+
+def _refit(prepared: Prepared, opts: FitOptions, first, X: dict, callbacks: Sequence[Callback]):
+    """Train + validation rows, no early stopping: the iterations the first fit found, scaled to the data."""
+    n_train, n_valid = len(prepared.y["train"]), len(prepared.y["validation"])
+    params = dict(opts.params)
+    key = ITERATION_KEYS.get(opts.model_type)
+    if key is not None and first.best_iteration_:
+        params[key] = max(1, round(first.best_iteration_ * (n_train + n_valid) / n_train))
+        params["early_stopping_rounds"] = params[key] + 1
+    refit_opts = replace(opts, params=params)
+    X_all = np.concatenate([X["train"], X["validation"]])
+    y_all = np.concatenate([prepared.y["train"], prepared.y["validation"]])
+    model = fit_model(prepared, refit_opts, X_all, y_all, None, None, callbacks)
+    model.best_iteration_ = params.get(key) if key else first.best_iteration_
+    return model
 
 
 def _training_metrics(prepared: Prepared, scores: dict, model, cv_scores: list[float]) -> TrainingMetrics:
@@ -345,3 +381,66 @@ def _importance(names: list[str], values) -> dict[str, float]:
         return {}
     ranked = sorted(zip(names, values, strict=True), key=lambda item: -item[1])[:TOP_IMPORTANCES]
     return {name: float(v) / total for name, v in ranked}
+
+
+# -- ensembles ---------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """One fully evaluated configuration: its options and its out-of-fold scores on the job's folds."""
+
+    opts: FitOptions
+    oof: np.ndarray | None
+    cv_mean: float
+
+
+@dataclass
+class EnsembleOutcome:
+    final: FinalModel
+    choice: object
+    candidates: list[dict]
+
+
+def build_ensemble(prepared: Prepared, candidates: list[Candidate], *, seed: int = 0,
+                   callbacks: Sequence[Callback] = ()) -> EnsembleOutcome:
+    """Fit each candidate on the training period, choose single / Caruana / blend / stacking on the
+    validation period (weights learnt out of fold), then refit the chosen members on train + validation."""
+    from pmls.ml.ensemble import EnsembleModel, choose_ensemble, combine
+
+    seqs = [_seq_len(c.opts) for c in candidates]
+    firsts, valid_scores = [], []
+    for cand, seq in zip(candidates, seqs, strict=True):
+        model = fit_model(prepared, cand.opts, prepared.inputs("train", seq), prepared.y["train"],
+                          prepared.inputs("validation", seq), prepared.y["validation"], callbacks)
+        firsts.append(model)
+        valid_scores.append(predict_scores(model, prepared.task, prepared.inputs("validation", seq)))
+    oof = [c.oof if c.oof is not None else _empty_oof(prepared) for c in candidates]
+    choice = choose_ensemble(oof, prepared.y["train"], valid_scores, prepared.y["validation"], prepared.task,
+                             prepared.metric, seed=seed)
+    members = []
+    for index in choice.members:
+        X = {s: prepared.inputs(s, seqs[index]) for s in SPLITS}
+        members.append(_refit(prepared, candidates[index].opts, firsts[index], X, callbacks))
+    sequential = [seqs[i] is not None for i in choice.members]
+    model = EnsembleModel(members, choice, prepared.task, prepared.num_classes, sequential=sequential)
+    seq = max((s for s in seqs if s is not None), default=None)
+    scores = {"validation": compute_metrics(prepared.task, prepared.y["validation"],
+                                            combine(valid_scores, choice, prepared.task))}
+    for split in ("train", "test"):
+        scores[split] = compute_metrics(prepared.task, prepared.y[split],
+                                        predict_scores(model, prepared.task, _ensemble_input(prepared, split, seq)))
+    final = FinalModel(model, _training_metrics(prepared, scores, model, []), seq)
+    described = [{"model_type": c.opts.model_type.value, "params": c.opts.params, "cv_mean": c.cv_mean,
+                  "validation": float(_metric_or_nan(prepared, valid_scores[i])), "chosen": i in choice.members}
+                 for i, c in enumerate(candidates)]
+    return EnsembleOutcome(final, choice, described)
+
+
+def _ensemble_input(prepared: Prepared, split: str, seq: int | None):
+    if seq is None:
+        return prepared.inputs(split)
+    return {"tabular": prepared.inputs(split), "sequence": prepared.inputs(split, seq)}
+
+
+def _metric_or_nan(prepared: Prepared, predicted: np.ndarray) -> float:
+    value = compute_metrics(prepared.task, prepared.y["validation"], predicted).get(prepared.metric)
+    return float("nan") if value is None else value

@@ -43,7 +43,11 @@ class PmlsPyfuncModel(mlflow.pyfunc.PythonModel):
 
 def pip_requirements(model_type: ModelType) -> list[str]:
     """Exact pins of what the served model imports, from this environment."""
-    names = BASE_REQUIREMENTS + FAMILY_REQUIREMENTS.get(model_type, ())
+    if model_type is ModelType.ENSEMBLE:
+        extra = tuple(dict.fromkeys(n for reqs in FAMILY_REQUIREMENTS.values() for n in reqs))
+    else:
+        extra = FAMILY_REQUIREMENTS.get(model_type, ())
+    names = BASE_REQUIREMENTS + extra
     return [f"{name}=={version(name)}" for name in names]
 
 

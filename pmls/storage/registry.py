@@ -53,7 +53,7 @@ class ModelRegistry:
         return self.client.create_run(experiment_id, run_name=job_id, tags=tags).info.run_id
 
     def register(self, *, job_id: str, request: TrainingRequest, splits: SplitRef, trained: TrainedModelRef,
-                 bundle: Any, sample: pd.DataFrame) -> RegisteredModel:
+                 bundle: Any, sample: pd.DataFrame, comparison: Any = None) -> RegisteredModel:
         from pmls.ml.pyfunc import log_pyfunc_model
 
         name = request.lineage
@@ -64,8 +64,10 @@ class ModelRegistry:
             run_id = self._run_for(self.experiment_id(name), job_id, tags)
             with mlflow.start_run(run_id=run_id):
                 _log_run(request, splits, trained)
+                _log_comparison(comparison)
                 info = log_pyfunc_model(bundle, trained.bundle_uri, sample, name="model")
-            existing = mlflow.register_model(info.model_uri, name, tags={JOB_TAG: job_id})
+            existing = mlflow.register_model(info.model_uri, name, tags={
+                JOB_TAG: job_id, "pmls.model_type": request.model_type.value})
             self.client.set_terminated(run_id, "FINISHED")
         return RegisteredModel(
             model_id=build_model_id(name, request.model_type.value, str(existing.version)), model_name=name,
@@ -103,6 +105,19 @@ class ModelRegistry:
             self.client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
             status = "FINISHED" if result.state == "COMPLETE" else "KILLED" if result.state != "FAILED" else "FAILED"
             self.client.set_terminated(run.info.run_id, status)
+
+    def champion(self, model_name: str, alias: str, *, exclude_job: str) -> Any | None:
+        """The version aliased ``alias`` (production); before any deployment, the latest registered one."""
+        try:
+            return self.client.get_model_version_by_alias(model_name, alias)
+        except MlflowException:
+            pass
+        try:
+            versions = self.client.search_model_versions(f"name = '{model_name}'")
+        except MlflowException:
+            return None
+        earlier = [v for v in versions if v.tags.get(JOB_TAG) != exclude_job]
+        return max(earlier, key=lambda v: int(v.version), default=None)
 
     def alias_version(self, model_name: str, alias: str) -> str | None:
         try:
@@ -147,3 +162,11 @@ def _log_run(request: TrainingRequest, splits: SplitRef, trained: TrainedModelRe
     mlflow.log_text(json.dumps(request.model_dump(mode="json"), indent=2), "training_request.json")
 
 
+def _log_comparison(comparison: Any) -> None:
+    if comparison is None:
+        return
+    mlflow.set_tag("pmls.champion", comparison.champion_model_id or "none (first version)")
+    mlflow.set_tag("pmls.champion_note", comparison.note[:5000])
+    if comparison.performance_improvement is not None:
+        mlflow.log_metrics({"performance_improvement": comparison.performance_improvement,
+                            f"champion_test_{comparison.metric}": comparison.champion_score})

@@ -35,7 +35,8 @@ def slow_request(demo_request, tmp_path_factory):
 
 def _start_and_reach_training(api, body) -> str:
     assert api.post("/api/v1/training/start", json=body).status_code == 202
-    wait_for(api, body["training_id"], until=lambda j: j["current_stage"] == "training" or j["status"] != "RUNNING"
+    busy = {"cross_validating", "training"}  # both fit models round by round
+    wait_for(api, body["training_id"], until=lambda j: j["current_stage"] in busy or j["status"] != "RUNNING"
              and j["status"] != "QUEUED", timeout=120)
     time.sleep(2)  # let a few boosting rounds run: the cancel must interrupt real training
     return body["training_id"]

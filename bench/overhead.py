@@ -1,0 +1,412 @@
+"""Benchmark of the service's tuning overhead against a plain in-process ``study.optimize``.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.overhead                # 50 trials per side (several minutes on 2 cores)
+    .venv/bin/python -m bench.overhead --trials 100   # another budget
+    .venv/bin/python -m bench.overhead --quick        # a smoke run (~2 minutes): few trials, a smaller data set
+    .venv/bin/python -m bench.overhead --markdown     # the table as Markdown on stdout
+
+Both sides tune LightGBM over the family's default space (``merge_space(ModelType.LIGHTGBM, {})``) with
+5-fold CV on the same generated binary data set (``make_classification`` plus a timestamp column,
+written to Parquet) and the same ``TrainingRequest`` periods:
+
+* **plain** — in this process: ``load_source`` + ``prepare_splits`` + ``prepare`` exactly as the job's
+  activities do, then ``optuna.create_study(sampler=TPESampler(seed=S))`` in memory and
+  ``study.optimize(objective, n_trials=N)``; the objective samples the same distributions and calls
+  ``cross_validate`` with 2 threads. No pruning.
+* **service** — the embedded stack (Temporal, PostgreSQL, Redis, MLflow, both workers, the API) in a
+  temporary ``PMLS_HOME`` on free ports, once per ``PMLS_TRIAL_SLOTS`` setting (1 and 2; the trials worker
+  gives each slot cores / slots threads). A LIGHTGBM request with ``optimization_trials = N``, ``pruner:
+  none`` and no portfolio goes in through ``POST /api/v1/training/start``; the wall time runs from the POST
+  to the moment ``GET /api/v1/training/{job_id}/trials`` lists N finished trials (so it includes
+  validation, load, split, preparation, study creation and the batched recording of trial rows). The
+  job's total time to COMPLETED (final fit, MLflow registration, publishing) is shown separately.
+
+Per-trial means come from the objective's own timing (plain) and from the trials endpoint's
+``experiment_duration_minutes`` (service). The implied orchestration overhead per trial is
+``(wall - sum of trial durations / slots) / N``: everything the wall clock saw that was not a trial
+running in a slot. Load averages are printed with the figures, since other processes on the machine
+skew both sides.
+
+This is a benchmark, not a test: it asserts nothing and prints figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pmls.contracts import DatasetConfig, ModelType, ValidationConfig
+from pmls.ml.data import load_source, prepare_splits
+from pmls.ml.pipeline import FitOptions, cross_validate, higher_is_better, prepare
+from pmls.ml.search import distributions, merge_space
+
+FAMILY = ModelType.LIGHTGBM
+THREADS = 2
+FOLDS = 5
+SEED = 7
+TARGETS = {1: 1.10, 2: 0.65}  # service wall / plain wall, per trial-slot setting
+PORT_VARS = ("PMLS_API_PORT", "PMLS_TEMPORAL_PORT", "PMLS_TEMPORAL_UI_PORT", "PMLS_POSTGRES_PORT",
+             "PMLS_REDIS_PORT", "PMLS_MLFLOW_PORT")
+FINISHED = {"COMPLETE", "PRUNED", "FAILED"}
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+TARGET_COLUMN = "label"
+TIME_COLUMN = "event_time"
+# Rows are spread evenly over 2024; the periods cover it without overlap.
+PERIODS = {
+    "training_period": "2024-01-01/2024-08-31",
+    "validation_period": "2024-09-01/2024-10-31",
+    "test_period": "2024-11-01/2024-12-31",
+}
+
+
+def log(message: str) -> None:
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"[{time.strftime('%H:%M:%S')} load {load}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def make_dataset(path: Path, rows: int, seed: int) -> Path:
+    """A learnable binary task with 20 numeric features and a timestamp column, as Parquet."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=rows, n_features=20, n_informative=8, n_redundant=4, flip_y=0.05,
+                               random_state=seed)
+    rng = np.random.default_rng(seed)
+    seconds = np.sort(rng.integers(0, 366 * 86_400, size=rows))
+    moments = (np.datetime64("2024-01-01T00:00:00") + seconds.astype("timedelta64[s]")).astype("datetime64[us]")
+    frame = pl.DataFrame({f"f{i:02d}": X[:, i] for i in range(X.shape[1])}).with_columns(
+        pl.Series(TIME_COLUMN, moments), pl.Series(TARGET_COLUMN, y.astype(np.int64)))
+    frame.write_parquet(path)
+    return path
+
+
+def dataset_config(source: Path) -> DatasetConfig:
+    return DatasetConfig(source=str(source), target=TARGET_COLUMN, timestamp_column=TIME_COLUMN, **PERIODS)
+
+
+def request_body(job_id: str, source: Path, trials: int) -> dict:
+    return {
+        "training_id": job_id, "model_type": FAMILY.value, "model_name": "bench_overhead",
+        "dataset_config": {"source": str(source), "target": TARGET_COLUMN, "timestamp_column": TIME_COLUMN,
+                           **PERIODS},
+        "hyperparameter_config": {"optimization_method": "tpe", "optimization_trials": trials,
+                                  "optimization_timeout": "2h", "pruner": "none", "portfolio": False},
+        "validation_config": {"cv_folds": FOLDS},
+    }
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Side:
+    name: str
+    slots: int
+    trials: int = 0
+    wall: float | None = None  # plain: load + split + prepare + optimize; service: POST -> N trials listed
+    durations: list[float] = field(default_factory=list)
+    total: float | None = None  # service: POST -> COMPLETED
+    extra: dict[str, float] = field(default_factory=dict)
+    best: float | None = None
+    error: str | None = None
+    load: tuple[float, float] | None = None  # 1-minute load average at start and end
+
+    @property
+    def mean_trial(self) -> float | None:
+        return statistics.fmean(self.durations) if self.durations else None
+
+    @property
+    def overhead_ms(self) -> float | None:
+        """Wall time per trial beyond the trials themselves running in the slots."""
+        if self.wall is None or not self.durations or not self.trials:
+            return None
+        return (self.wall - sum(self.durations) / self.slots) / self.trials * 1000
+
+
+# --------------------------------------------------------------------------- plain
+
+
+def run_plain(source: Path, trials: int, seed: int, *, verbose: bool = False) -> tuple[Side, float]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    side = Side("plain study.optimize", slots=1, load=(os.getloadavg()[0], 0.0))
+    cfg, vcfg = dataset_config(source), ValidationConfig(cv_folds=FOLDS)
+    started = time.perf_counter()
+    splits = prepare_splits(load_source(cfg.source), cfg, seed=seed)
+    prepared = prepare(splits, cfg, vcfg, seed=seed)
+    prep_s = time.perf_counter() - started
+
+    space, fixed = merge_space(FAMILY, {})
+    dists = distributions(space)
+    log(f"plain: prepared in {prep_s:.2f} s ({prepared.plan.description}; rows "
+        f"{ {s: len(v) for s, v in prepared.y.items()} }, metric {prepared.metric})")
+
+    # One trial at the family's default parameters first: the per-trial figure the data size was chosen by
+    # (it also warms LightGBM up, as the service's worker is warm after its first trial).
+    t0 = time.perf_counter()
+    cross_validate(prepared, FitOptions.from_config(cfg, FAMILY, dict(fixed), seed=seed, num_threads=THREADS))
+    calibration = time.perf_counter() - t0
+    log(f"plain: one trial at default parameters, {FOLDS}-fold CV, {THREADS} threads: {calibration:.2f} s")
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {name: trial._suggest(name, dist) for name, dist in dists.items()}
+        t = time.perf_counter()
+        cv = cross_validate(prepared, FitOptions.from_config(cfg, FAMILY, {**fixed, **params},
+                                                             seed=seed + trial.number, num_threads=THREADS))
+        side.durations.append(time.perf_counter() - t)
+        if verbose:
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in params.items())
+            log(f"plain: trial {trial.number}: {side.durations[-1]:.2f} s, {cv.mean:.4f}, "
+                f"rounds {cv.best_iterations} ({shown})")
+        return cv.mean
+
+    study = optuna.create_study(direction="maximize" if higher_is_better(prepared.metric) else "minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed))
+    t1 = time.perf_counter()
+    study.optimize(objective, n_trials=trials)
+    optimize_s = time.perf_counter() - t1
+    side.trials = len(side.durations)
+    side.wall = prep_s + optimize_s
+    side.total = side.wall
+    side.best = study.best_value
+    side.extra = {"prepare_s": prep_s, "optimize_s": optimize_s}
+    side.load = (side.load[0], os.getloadavg()[0])
+    log(f"plain: {side.trials} trials in {optimize_s:.1f} s (+ {prep_s:.2f} s preparation), "
+        f"mean trial {side.mean_trial:.2f} s, best {prepared.metric} {side.best:.4f}")
+    return side, calibration
+
+
+# --------------------------------------------------------------------------- service
+
+
+def run_service(source: Path, trials: int, slots: int, *, timeout: float, keep_home: bool) -> Side:
+    import httpx
+
+    from pmls.settings import Settings
+    from pmls.stack import Stack, free_port
+
+    side = Side(f"service, {slots} slot{'s' if slots > 1 else ''}", slots=slots)
+    home = Path(tempfile.mkdtemp(prefix=f"pmls-overhead-{slots}slot-"))
+    os.environ["PMLS_HOME"] = str(home)
+    for var in PORT_VARS:
+        os.environ[var] = str(free_port())
+    os.environ["PMLS_TRIAL_SLOTS"] = str(slots)
+    stack = Stack(Settings())
+    job_id = f"overhead_{slots}slot_{time.strftime('%H%M%S')}_{os.urandom(2).hex()}"
+    t_stack = time.perf_counter()
+    failed = False
+    try:
+        stack.start(progress=lambda msg: log(f"service ({slots} slot): {msg}"))
+        side.extra["stack_start_s"] = time.perf_counter() - t_stack
+        log(f"service ({slots} slot): stack up in {side.extra['stack_start_s']:.1f} s; PMLS_HOME {home}")
+        with httpx.Client(base_url=stack.settings.api.base_url, timeout=60) as api:
+            side.load = (os.getloadavg()[0], 0.0)
+            posted = time.perf_counter()
+            resp = api.post("/api/v1/training/start", json=request_body(job_id, source, trials))
+            if resp.status_code not in (200, 202):
+                raise RuntimeError(f"POST /training/start answered {resp.status_code}: {resp.text[:2000]}")
+            deadline = posted + timeout
+            listed: list[dict] = []
+            job: dict = {}
+            while time.perf_counter() < deadline:
+                listed = [t for t in api.get(f"/api/v1/training/{job_id}/trials").json() if t["state"] in FINISHED]
+                if len(listed) >= trials:
+                    side.wall = time.perf_counter() - posted
+                    break
+                job = api.get(f"/api/v1/training/{job_id}/status").json()
+                if job.get("status") in TERMINAL:
+                    break
+                time.sleep(0.2)
+            side.load = (side.load[0], os.getloadavg()[0])
+            if side.wall is not None:
+                log(f"service ({slots} slot): {len(listed)} trials listed after {side.wall:.1f} s")
+            while time.perf_counter() < deadline:
+                job = api.get(f"/api/v1/training/{job_id}/status").json()
+                if job.get("status") in TERMINAL:
+                    side.total = time.perf_counter() - posted
+                    break
+                time.sleep(0.2)
+            listed = [t for t in api.get(f"/api/v1/training/{job_id}/trials").json() if t["state"] in FINISHED]
+        side.trials = len(listed)
+        side.durations = [t["experiment_duration_minutes"] * 60 for t in listed
+                          if t.get("experiment_duration_minutes") is not None]
+        scores = [t["performance_score"] for t in listed if t["state"] == "COMPLETE"]
+        side.best = max(scores) if scores else None  # roc_auc: higher is better
+        status = job.get("status")
+        if status != "COMPLETED" or side.wall is None:
+            failed = True
+            side.error = (f"job {job_id}: status {status}, stage {job.get('current_stage')}, "
+                          f"{side.trials}/{trials} trials listed, error {job.get('error')!r}"
+                          + ("" if side.total is not None else f" (gave up after {timeout:.0f} s)"))
+        else:
+            log(f"service ({slots} slot): job COMPLETED after {side.total:.1f} s; mean trial "
+                f"{side.mean_trial:.2f} s")
+    except Exception as exc:  # noqa: BLE001 - report it with the logs, go on with the other runs
+        failed = True
+        side.error = f"{type(exc).__name__}: {exc}"[:3000]
+    finally:
+        t_stop = time.perf_counter()
+        stack.stop()
+        log(f"service ({slots} slot): stack stopped in {time.perf_counter() - t_stop:.1f} s")
+    if failed:
+        side.error = f"{side.error}\n  logs: {home / 'logs'}"
+        log(f"service ({slots} slot) FAILED: {side.error}")
+        for logfile in sorted((home / "logs").glob("*.log")):
+            tail = logfile.read_text(errors="replace")[-1500:]
+            print(f"----- {logfile} (tail)\n{tail}", file=sys.stderr)
+    elif not keep_home:
+        shutil.rmtree(home, ignore_errors=True)
+    return side
+
+
+# --------------------------------------------------------------------------- report
+
+
+HEADERS = ["side", "trials", "wall (s)", "service / plain", "target", "mean trial (s)", "overhead / trial (ms)",
+           "vs plain / trial (ms)", "job total (s)", "best ROC AUC", "load 1 min"]
+
+
+def rows(plain: Side, services: list[Side]) -> list[list[str]]:
+    def fmt(value: float | None, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    out = []
+    for side in [plain, *services]:
+        is_plain = side is plain
+        ratio = None if is_plain or side.wall is None or not plain.wall else side.wall / plain.wall
+        target = TARGETS.get(side.slots)
+        verdict = ""
+        if ratio is not None and target is not None:
+            verdict = " ✓" if ratio <= target else " ✗"
+        vs_plain = None
+        if not is_plain and side.wall is not None and plain.wall and side.trials:
+            vs_plain = (side.wall - plain.wall) / side.trials * 1000
+        load = f"{side.load[0]:.1f} → {side.load[1]:.1f}" if side.load else "–"
+        out.append([
+            side.name, str(side.trials), fmt(side.wall, ".1f"),
+            "1.00" if is_plain else fmt(ratio, ".2f") + verdict,
+            "" if is_plain or target is None else f"≤ {target:.2f}",
+            fmt(side.mean_trial, ".2f"), fmt(side.overhead_ms, ".0f"), "" if is_plain else fmt(vs_plain, "+.0f"),
+            "" if is_plain else fmt(side.total, ".1f"), fmt(side.best, ".4f"), load,
+        ])
+    return out
+
+
+NOTES = [
+    "wall: plain = load + split + prepare + study.optimize; service = POST /training/start until the trials "
+    "endpoint lists N finished trials.",
+    "overhead / trial = (wall − Σ trial durations ÷ slots) ÷ N; vs plain / trial = (service wall − plain wall) ÷ N.",
+    "job total: POST until COMPLETED (adds the final fit, MLflow registration and publishing).",
+    "Trial durations: the objective's own timing (plain), experiment_duration_minutes (service). With 2 slots "
+    "each trial gets 1 thread (cores ÷ slots), so its duration is longer than a plain 2-thread trial.",
+]
+
+
+def print_rich(title: str, plain: Side, services: list[Side], footer: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, header in enumerate(HEADERS):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for row in rows(plain, services):
+        table.add_row(*row)
+    console = Console(width=200)
+    console.print(table)
+    for line in footer + NOTES:
+        console.print(f"  {line}", highlight=False)
+
+
+def print_markdown(title: str, plain: Side, services: list[Side], footer: list[str]) -> None:
+    print(f"**{title}**\n")
+    print("| " + " | ".join(HEADERS) + " |")
+    print("|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|")
+    for row in rows(plain, services):
+        print("| " + " | ".join(row) + " |")
+    print()
+    for line in footer + NOTES:
+        print(f"- {line}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.overhead",
+        description="The service's tuning overhead: the same LightGBM TPE search as a plain in-process "
+                    "study.optimize and through the embedded stack with 1 and 2 trial slots.",
+    )
+    parser.add_argument("--trials", type=int, default=None, help="trials per side (default 50; --quick: 6)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run (~2 minutes): 6 trials on a smaller data set")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="rows of the generated data set (default 8000; --quick: 4000)")
+    parser.add_argument("--slots", default="1,2", help="trial-slot settings for the service side (default 1,2)")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"data, prepare and TPE seed (default {SEED})")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds a service job may take before it is reported as hung (default: 60 + 30 x trials)")
+    parser.add_argument("--skip-service", action="store_true", help="plain side only")
+    parser.add_argument("--keep-home", action="store_true",
+                        help="keep each run's temporary PMLS_HOME (logs, database) even when it succeeded")
+    parser.add_argument("--verbose", action="store_true", help="log every plain trial (time, score, parameters)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown on stdout")
+    args = parser.parse_args(argv)
+    args.trials = args.trials or (6 if args.quick else 50)
+    args.rows = args.rows or (4_000 if args.quick else 8_000)
+    args.slots = [int(s) for s in str(args.slots).split(",") if s.strip()]
+    args.timeout = args.timeout or 60 + 30 * args.trials
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    run_started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="pmls-overhead-data-"))
+    try:
+        source = make_dataset(workdir / "overhead.parquet", args.rows, args.seed)
+        log(f"data: {args.rows} rows x 20 features + {TIME_COLUMN} -> {source}")
+        plain, calibration = run_plain(source, args.trials, args.seed, verbose=args.verbose)
+        services = [] if args.skip_service else [
+            run_service(source, args.trials, slots, timeout=args.timeout, keep_home=args.keep_home)
+            for slots in args.slots
+        ]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elapsed = time.perf_counter() - run_started
+    title = (f"Tuning overhead: {args.trials} TPE trials of {FAMILY.value}, {FOLDS}-fold CV, "
+             f"{args.rows} rows, {os.cpu_count()} cores")
+    footer = [
+        f"plain trial at default parameters ({THREADS} threads): {calibration:.2f} s; plain mean over the study: "
+        f"{plain.mean_trial:.2f} s (median {statistics.median(plain.durations):.2f} s, "
+        f"min {min(plain.durations):.2f} s, max {max(plain.durations):.2f} s); "
+        f"plain preparation {plain.extra['prepare_s']:.2f} s, optimize {plain.extra['optimize_s']:.1f} s",
+    ]
+    for side in services:
+        if "stack_start_s" in side.extra:
+            footer.append(f"{side.name}: stack start {side.extra['stack_start_s']:.1f} s (not in the wall time)")
+        if side.error:
+            footer.append(f"{side.name} FAILED: {side.error}")
+    footer.append(f"whole benchmark run: {elapsed / 60:.1f} min")
+    (print_markdown if args.markdown else print_rich)(title, plain, services, footer)
+
+
+if __name__ == "__main__":
+    main()
