@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import polars as pl
@@ -21,7 +23,7 @@ from pmls.contracts.ids import completed_event_id
 from pmls.contracts.workflow import CompleteJobInput, JobStatusUpdate, RegisteredModel, RegisterModelInput
 from pmls.storage.cache import Cache
 from pmls.storage.events import relay_outbox
-from pmls.storage.postgres import JobStore, Outbox, add_event, upsert_artifact
+from pmls.storage.postgres import ExperimentStore, JobStore, Outbox, add_event, upsert_artifact
 from pmls.storage.registry import ModelRegistry
 
 
@@ -48,16 +50,21 @@ class JobActivities:
 
     @activity.defn(name="register_model")
     async def register_model(self, inp: RegisterModelInput) -> RegisteredModel:
-        """Log the run and register the pyfunc model (MLflow's client is sync: run it in a thread)."""
-        return await asyncio.to_thread(self._register, inp)
+        """Log the run with its plots and register the pyfunc model (MLflow's client is sync: a thread)."""
+        trials = await ExperimentStore(self.pool).list(inp.job_id)
+        return await asyncio.to_thread(self._register, inp, trials)
 
-    def _register(self, inp: RegisterModelInput) -> RegisteredModel:
+    def _register(self, inp: RegisterModelInput, trials: list[dict]) -> RegisteredModel:
+        from activities.report import make_plots
         from pmls.ml.bundle import load_bundle
 
         bundle = load_bundle(inp.trained.bundle_uri)
-        sample = pl.read_parquet(inp.splits.test.uri).drop(inp.request.dataset_config.target).head(20).to_pandas()
-        return self.registry.register(job_id=inp.job_id, request=inp.request, splits=inp.splits,
-                                      trained=inp.trained, bundle=bundle, sample=sample, comparison=inp.comparison)
+        sample = pl.read_parquet(inp.splits.test.uri).select(bundle.input_columns).head(20).to_pandas()
+        with tempfile.TemporaryDirectory(prefix="pmls-plots-") as tmp:
+            make_plots(inp, bundle, trials, Path(tmp))
+            return self.registry.register(job_id=inp.job_id, request=inp.request, splits=inp.splits,
+                                          trained=inp.trained, bundle=bundle, sample=sample,
+                                          comparison=inp.comparison, plots_dir=Path(tmp))
 
     @activity.defn(name="complete_job")
     async def complete_job(self, inp: CompleteJobInput) -> ModelArtifact:

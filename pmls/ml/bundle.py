@@ -37,6 +37,14 @@ class Bundle:
     entity_column: str | None = None
     params: dict | None = None
 
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw columns a request must carry (its signature); other columns are ignored."""
+        columns = list(self.preprocessor.kinds_)
+        if self.seq_len is not None:
+            columns += [c for c in (self.timestamp_column, self.entity_column) if c and c not in columns]
+        return columns
+
     def inputs(self, frame: Any) -> Any:
         X = self.preprocessor.transform(frame)[:, self.kept]
         if self.seq_len is None:

@@ -53,7 +53,8 @@ class ModelRegistry:
         return self.client.create_run(experiment_id, run_name=job_id, tags=tags).info.run_id
 
     def register(self, *, job_id: str, request: TrainingRequest, splits: SplitRef, trained: TrainedModelRef,
-                 bundle: Any, sample: pd.DataFrame, comparison: Any = None) -> RegisteredModel:
+                 bundle: Any, sample: pd.DataFrame, comparison: Any = None,
+                 plots_dir: Any = None) -> RegisteredModel:
         from pmls.ml.pyfunc import log_pyfunc_model
 
         name = request.lineage
@@ -65,6 +66,10 @@ class ModelRegistry:
             with mlflow.start_run(run_id=run_id):
                 _log_run(request, splits, trained)
                 _log_comparison(comparison)
+                if plots_dir is not None:
+                    mlflow.log_artifacts(str(plots_dir), "plots")
+                if trained.ensemble:
+                    mlflow.log_dict(trained.ensemble, "ensemble.json")
                 info = log_pyfunc_model(bundle, trained.bundle_uri, sample, name="model")
             existing = mlflow.register_model(info.model_uri, name, tags={
                 JOB_TAG: job_id, "pmls.model_type": request.model_type.value})

@@ -23,7 +23,10 @@ def _fields(resp) -> list[str]:
         ({"dataset_config": {"test_period": "2024-06-01/2024-06-30"}}, "dataset_config", "overlap"),
         ({"hyperparameter_config": {"optimization_timeout": "soon"}}, "hyperparameter_config.optimization_timeout",
          "duration"),
-        ({"model_type": "ENSEMBLE"}, "model_type", "not supported yet"),
+        ({"training_mode": "INCREMENTAL"}, "training_mode", "not supported yet"),
+        ({"model_type": "ENSEMBLE", "hyperparameter_config": {"search_space": {
+            "num_leaves": {"type": "int", "low": 8, "high": 64}}}}, "hyperparameter_config.search_space",
+         "ENSEMBLE"),
         ({"model_type": "LSTM", "dataset_config": {"timestamp_column": None, "training_period": None,
                                                     "validation_period": None, "test_period": None}},
          "body", "timestamp_column"),

@@ -85,6 +85,15 @@ def test_registered_model_predicts_raw_rows(settings, completed, demo_data):
     assert set(out["prediction"].unique()) <= {0, 1}
 
 
+def test_run_has_plots_people_would_rather_look_at(settings, completed):
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    client = mlflow.MlflowClient()
+    run_id = client.get_model_version("churn_test", completed["model_id"].rsplit("_v", 1)[1]).run_id
+    names = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert {"plots/feature_importance.png", "plots/confusion_matrix.png", "plots/roc_curve.png",
+            "plots/cv_scores.png", "plots/selected_features.png"} <= names
+
+
 def test_deploy_moves_the_production_alias(api, settings, completed):
     resp = api.post(f"/api/v1/models/deploy/{completed['model_id']}", json={})
     assert resp.status_code == 200, resp.text
