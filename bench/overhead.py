@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -377,6 +378,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # Stop the stack (finally blocks) on Ctrl-C or SIGTERM, also when started in the background, where
+    # the shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     warnings.filterwarnings("ignore", category=UserWarning)
     run_started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="pmls-overhead-data-"))

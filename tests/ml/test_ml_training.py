@@ -112,9 +112,13 @@ def test_callback_runs_every_round(small):
     calls = []
     opts = lightgbm(cfg, {"num_boost_round": 30, "early_stopping_rounds": 1000})
     final = fit_final(prepared, opts, callbacks=[lambda i, total, loss: calls.append((i, total, loss))])
-    assert [(i, total) for i, total, _ in calls] == [(i, 30) for i in range(1, 31)]
-    assert all(isinstance(loss, float) for *_, loss in calls)  # the validation loss of each round
-    assert 1 <= final.model.best_iteration_ <= 30
+    first, refit = calls[:30], calls[30:]
+    assert [(i, total) for i, total, _ in first] == [(i, 30) for i in range(1, 31)]
+    assert all(isinstance(loss, float) for *_, loss in first)  # the validation loss of each round
+    # The refit on training + validation runs the rounds early stopping found, scaled up, with no validation.
+    assert refit and all(loss is None for *_, loss in refit)
+    assert [i for i, _, _ in refit] == list(range(1, len(refit) + 1))
+    assert final.model.best_iteration_ == len(refit)
 
 
 def test_callbacks_reach_every_cv_fold(frame):

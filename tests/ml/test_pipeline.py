@@ -222,17 +222,16 @@ def test_balancing_and_augmentation_touch_training_rows_only(monkeypatch):
     fit_final(prepared, opts)
 
     X, y = prepared.X["train"], prepared.y["train"]
-    expected = [(X[f.train], y[f.train]) for f in prepared.plan.folds] + [(X, y)]
-    assert len(oversampled) == len(augmented) == FOLDS + 1
+    refit = (np.concatenate([X, prepared.X["validation"]]), np.concatenate([y, prepared.y["validation"]]))
+    # A fold's training rows while validating; the training period for the fit whose validation metrics are
+    # reported; training + validation for the delivered refit. Never a test row, never the rows being scored.
+    expected = [(X[f.train], y[f.train]) for f in prepared.plan.folds] + [(X, y), refit]
+    assert len(oversampled) == len(augmented) == FOLDS + 2
     for call, (rows, labels) in zip(oversampled, expected, strict=True):
-        # Exactly a fold's training rows (or the training period's), never a validation or test row.
         np.testing.assert_array_equal(call["X"], rows)
         np.testing.assert_array_equal(call["y"], labels)
     for over, aug in zip(oversampled, augmented, strict=True):
         np.testing.assert_array_equal(aug["X"], over["out_X"])  # augmentation only sees those rows too
-    fold_sizes = [len(f.train) for f in prepared.plan.folds] + [len(y)]
-    assert [len(c["X"]) for c in oversampled] == fold_sizes
-    assert all(len(c["X"]) < len(y) + len(prepared.y["validation"]) for c in oversampled)
 
 
 def test_class_weights_and_sequence_augmentation_touch_training_rows_only(monkeypatch):
@@ -247,8 +246,9 @@ def test_class_weights_and_sequence_augmentation_touch_training_rows_only(monkey
     fit_final(prepared, opts)
 
     windows = prepared.inputs("train", SEQ_LEN)
-    expected = [windows[f.train] for f in prepared.plan.folds] + [windows]
-    assert len(sequences) == FOLDS + 1
+    refit = np.concatenate([windows, prepared.inputs("validation", SEQ_LEN)])
+    expected = [windows[f.train] for f in prepared.plan.folds] + [windows, refit]
+    assert len(sequences) == FOLDS + 2
     for call, rows in zip(sequences, expected, strict=True):
         np.testing.assert_array_equal(call["X"], rows)
     # Class weights are computed on the (augmented) training rows: twice a fold's rows, no more.
