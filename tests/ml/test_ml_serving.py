@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -45,12 +46,12 @@ def in_memory(trained) -> Bundle:
 
 
 @pytest.fixture
-def tracking(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def tracking(settings):
+    """The stack's MLflow server (embedded unless PMLS_MLFLOW_TRACKING_URI is set), a fresh experiment."""
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("pmls-test", artifact_location=str(tmp_path / "artifacts"))
-    yield uri, experiment
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    experiment = mlflow.create_experiment(f"pmls-test-serving-{uuid.uuid4().hex[:8]}")
+    yield settings.mlflow.tracking_uri, experiment
     mlflow.set_tracking_uri(previous)
 
 
@@ -87,7 +88,7 @@ def test_pyfunc_round_trip_on_raw_rows(tmp_path, trained, tracking):
     expected = in_memory(trained).predict(raw)
     np.testing.assert_allclose(out["proba_go"], expected["proba_go"], rtol=1e-6)
     assert out["prediction"].tolist() == expected["prediction"].tolist()
-    assert (tmp_path / "artifacts").exists()  # nothing went to a CWD-relative ./mlruns
+    assert not (tmp_path / "mlruns").exists()  # artifacts went to the server, not a CWD-relative ./mlruns
 
 
 CHILD = textwrap.dedent("""
