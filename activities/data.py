@@ -136,9 +136,7 @@ class DataActivities:
         """Score one configuration on the job's folds; heartbeats every round/epoch carry cancellation."""
         activity.heartbeat("starting")
         started = time.monotonic()
-        prepared = self.prepared.get(inp.prepared.uri)
-        opts = FitOptions.from_config(inp.dataset_config, inp.model_type, inp.params, seed=inp.seed,
-                                      num_threads=self.threads)
+        prepared, opts = self._prepared_and_options(inp)
         with input_errors():
             result = cross_validate(prepared, opts, callbacks=[_heartbeat])
         oof_uri = self.save_oof(inp.job_id, f"{inp.model_type.value.lower()}-fixed", result.oof)
@@ -190,9 +188,7 @@ class DataActivities:
         """Fit the chosen configuration, score every period, save the serving bundle."""
         activity.heartbeat("starting")
         started = time.monotonic()
-        prepared = self.prepared.get(inp.prepared.uri)
-        opts = FitOptions.from_config(inp.dataset_config, inp.model_type, inp.params, seed=inp.seed,
-                                      num_threads=self.threads)
+        prepared, opts = self._prepared_and_options(inp)
         with input_errors():
             final = fit_final(prepared, opts, cv_scores=inp.cv.scores if inp.cv else (), callbacks=[_heartbeat])
         bundle_dir = save_bundle(self._job_dir(inp.job_id) / "model", final=final, prepared=prepared,
@@ -205,6 +201,11 @@ class DataActivities:
             duration_seconds=time.monotonic() - started, model_type=inp.model_type, cv=inp.cv,
             features=inp.prepared.features, dropped_features=inp.prepared.dropped_features,
         )
+
+    def _prepared_and_options(self, inp: CrossValidateInput | FitFinalInput) -> tuple[Prepared, FitOptions]:
+        opts = FitOptions.from_config(inp.dataset_config, inp.model_type, inp.params, seed=inp.seed,
+                                      num_threads=self.threads)
+        return self.prepared.get(inp.prepared.uri), opts
 
     def _splits(self, ref: SplitRef) -> Splits:
         return Splits(train=self.frames.read(ref.train), validation=self.frames.read(ref.validation),

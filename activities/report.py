@@ -11,6 +11,7 @@ import polars as pl
 from pmls.contracts import Task
 from pmls.contracts.workflow import RegisterModelInput
 from pmls.ml import plots
+from pmls.ml.pipeline import higher_is_better
 
 
 def make_plots(inp: RegisterModelInput, bundle, trials: list[dict], out: Path) -> list[Path]:
@@ -36,7 +37,7 @@ def make_plots(inp: RegisterModelInput, bundle, trials: list[dict], out: Path) -
     if trials:
         history = [{"number": t["trial_number"], "state": t["state"], "score": t["performance_score"],
                     "family": t.get("model_type"), "params": t["hyperparameters"]} for t in trials]
-        direction = "maximize" if _higher(trained.primary_metric) else "minimize"
+        direction = "maximize" if higher_is_better(trained.primary_metric) else "minimize"
         made.append(plots.optimization_history_plot(history, trained.primary_metric, direction,
                                                     out / "optimization_history.png"))
         made.append(plots.param_importance_plot([h for h in history if h["family"] == history[0]["family"]],
@@ -49,9 +50,3 @@ def _cv_scores(inp: RegisterModelInput) -> dict[str, list[float]]:
     if trained.ensemble:
         return {c["model_type"]: [c["cv_mean"]] for c in trained.ensemble.get("candidates", [])}
     return {inp.request.model_type.value: trained.cv.scores} if trained.cv else {}
-
-
-def _higher(metric: str) -> bool:
-    from pmls.ml.metrics import HIGHER_IS_BETTER
-
-    return metric in HIGHER_IS_BETTER

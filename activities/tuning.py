@@ -63,6 +63,8 @@ class TrialActivities:
 
         def on_fold(index: int, value: float) -> None:
             folds.append(value)
+            if spec.pruner == "none":
+                return  # nothing would read the intermediate value: save the storage round trip
             try:
                 prune = self.studies.report(spec, trial.trial_id, float(np.mean(folds)), index)
             except Exception as exc:  # noqa: BLE001

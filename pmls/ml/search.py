@@ -15,6 +15,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from pmls.contracts import ModelType, ParameterRange
+from pmls.contracts.params import fixed_parameters
 from pmls.ml.errors import DataError
 
 # Strong starting points per family (tabular defaults distilled from published AutoML portfolios).
@@ -60,19 +61,8 @@ def merge_space(model_type: ModelType, user: dict[str, ParameterRange]) -> tuple
         raise DataError(f"hyperparameter_config.search_space.{unknown[0]}",
                         f"{model_type.value} has no parameter {', '.join(unknown)}")
     merged = {**entry.default_space, **user}
-    fixed = {name: _point(rng) for name, rng in merged.items() if _point(rng) is not _NO_POINT}
+    fixed = fixed_parameters(merged)
     return {name: rng for name, rng in merged.items() if name not in fixed}, fixed
-
-
-_NO_POINT = object()
-
-
-def _point(rng: ParameterRange) -> Any:
-    if rng.type == "categorical":
-        return rng.choices[0] if len(rng.choices) == 1 else _NO_POINT
-    if rng.low == rng.high:
-        return int(rng.low) if rng.type == "int" else float(rng.low)
-    return _NO_POINT
 
 
 def distribution(rng: ParameterRange) -> BaseDistribution:
