@@ -110,7 +110,7 @@ class StudyActivities:
     @activity.defn(name="start_mlflow_run")
     async def start_mlflow_run(self, inp: StartRunInput) -> str:
         """The job's parent MLflow run, before the trials nest under it (idempotent)."""
-        return await asyncio.to_thread(self.registry.start_run, job_id=inp.job_id, request=inp.request)
+        return await asyncio.to_thread(self.registry.start_run, job_id=inp.job_id, request=inp.request, seed=inp.seed)
 
     @activity.defn(name="ask_trials")
     async def ask_trials(self, inp: AskInput) -> list[TrialSpec]:

@@ -52,7 +52,7 @@ import polars as pl
 from pmls.contracts import DatasetConfig, ModelType, ValidationConfig
 from pmls.ml.data import load_source, prepare_splits
 from pmls.ml.pipeline import FitOptions, cross_validate, higher_is_better, prepare
-from pmls.ml.search import distributions, merge_space
+from pmls.ml.search import distributions, make_sampler, merge_space
 
 FAMILY = ModelType.LIGHTGBM
 THREADS = 2
@@ -100,9 +100,9 @@ def dataset_config(source: Path) -> DatasetConfig:
     return DatasetConfig(source=str(source), target=TARGET_COLUMN, timestamp_column=TIME_COLUMN, **PERIODS)
 
 
-def request_body(job_id: str, source: Path, trials: int) -> dict:
+def request_body(job_id: str, source: Path, trials: int, seed: int) -> dict:
     return {
-        "training_id": job_id, "model_type": FAMILY.value, "model_name": "bench_overhead",
+        "training_id": job_id, "model_type": FAMILY.value, "model_name": "bench_overhead", "random_seed": seed,
         "dataset_config": {"source": str(source), "target": TARGET_COLUMN, "timestamp_column": TIME_COLUMN,
                            **PERIODS},
         "hyperparameter_config": {"optimization_method": "tpe", "optimization_trials": trials,
@@ -144,10 +144,19 @@ class Side:
 
 
 def run_plain(source: Path, trials: int, seed: int, *, verbose: bool = False) -> tuple[Side, float]:
+    """The plain loop: an in-memory study asked and told exactly as the service's one-slot search does.
+
+    Same seeds (preparation, each trial's fit), same sampler built the same way (``make_sampler`` re-seeded
+    per ask with the trial count), and the same ask schedule: the service asks the next trial while the
+    current one runs (so the slot never waits for the sampler), which means TPE sees trial n-1 as still
+    running when it suggests trial n. Mirroring that here makes both sides evaluate the very same
+    configurations, so the ratio measures orchestration and nothing else. The asks run in series here:
+    the plain side pays the sampler's time, the service hides it beside the running trial.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    side = Side("plain study.optimize", slots=1, load=(os.getloadavg()[0], 0.0))
+    side = Side("plain ask/tell loop", slots=1, load=(os.getloadavg()[0], 0.0))
     cfg, vcfg = dataset_config(source), ValidationConfig(cv_folds=FOLDS)
     started = time.perf_counter()
     splits = prepare_splits(load_source(cfg.source), cfg, seed=seed)
@@ -166,22 +175,28 @@ def run_plain(source: Path, trials: int, seed: int, *, verbose: bool = False) ->
     calibration = time.perf_counter() - t0
     log(f"plain: one trial at default parameters, {FOLDS}-fold CV, {THREADS} threads: {calibration:.2f} s")
 
-    def objective(trial: optuna.Trial) -> float:
-        params = {name: trial._suggest(name, dist) for name, dist in dists.items()}
+    study = optuna.create_study(direction="maximize" if higher_is_better(prepared.metric) else "minimize")
+
+    def ask() -> optuna.Trial:
+        study.sampler = make_sampler("tpe", seed + len(study.trials), space)
+        return study.ask(dists)
+
+    t1 = time.perf_counter()
+    upcoming = ask()
+    for number in range(trials):
+        trial = upcoming
+        if number + 1 < trials:
+            upcoming = ask()  # the service's prefetch: asked while `trial` has not been told yet
         t = time.perf_counter()
-        cv = cross_validate(prepared, FitOptions.from_config(cfg, FAMILY, {**fixed, **params},
+        cv = cross_validate(prepared, FitOptions.from_config(cfg, FAMILY, {**fixed, **trial.params},
                                                              seed=seed + trial.number, num_threads=THREADS))
         side.durations.append(time.perf_counter() - t)
+        study.tell(trial, cv.mean)
+        side.params.append(dict(trial.params))
         if verbose:
-            shown = ", ".join(f"{k}={v:.3g}" for k, v in params.items())
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items())
             log(f"plain: trial {trial.number}: {side.durations[-1]:.2f} s, {cv.mean:.4f}, "
                 f"rounds {cv.best_iterations} ({shown})")
-        return cv.mean
-
-    study = optuna.create_study(direction="maximize" if higher_is_better(prepared.metric) else "minimize",
-                                sampler=optuna.samplers.TPESampler(seed=seed))
-    t1 = time.perf_counter()
-    study.optimize(objective, n_trials=trials)
     optimize_s = time.perf_counter() - t1
     side.trials = len(side.durations)
     side.wall = prep_s + optimize_s
@@ -211,7 +226,50 @@ def run_plain_same(source: Path, configurations: list[dict], seed: int) -> float
 # --------------------------------------------------------------------------- service
 
 
-def run_service(source: Path, trials: int, slots: int, *, timeout: float, keep_home: bool) -> Side:
+def tuning_closed_at(settings, workflow_id: str) -> float | None:
+    """When the TuningWorkflow closed (epoch seconds), from Temporal."""
+    import asyncio
+
+    from workers.main import connect_temporal
+
+    async def closed() -> float | None:
+        client = await connect_temporal(settings)
+        info = await client.get_workflow_handle(workflow_id).describe()
+        return info.close_time.timestamp() if info.close_time else None
+
+    return asyncio.run(closed())
+
+
+def wait_for_workers(settings, timeout: float = 180.0) -> None:
+    """Until both queues have pollers: a worker polls once its warm-up imports are done."""
+    import asyncio
+
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    from workers.main import connect_temporal
+
+    queues = [(settings.temporal.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+              (settings.temporal.trials_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)]
+
+    async def polled() -> None:
+        client = await connect_temporal(settings)
+        deadline = time.monotonic() + timeout
+        for name, kind in queues:
+            while True:
+                resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                    namespace=client.namespace, task_queue=TaskQueue(name=name), task_queue_type=kind))
+                if resp.pollers:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no worker polls {name} after {timeout:.0f} s")
+                await asyncio.sleep(0.5)
+
+    asyncio.run(polled())
+
+
+def run_service(source: Path, trials: int, slots: int, seed: int, *, timeout: float, keep_home: bool) -> Side:
     import httpx
 
     from pmls.settings import Settings
@@ -229,36 +287,32 @@ def run_service(source: Path, trials: int, slots: int, *, timeout: float, keep_h
     failed = False
     try:
         stack.start(progress=lambda msg: log(f"service ({slots} slot): {msg}"))
+        wait_for_workers(stack.settings)
         side.extra["stack_start_s"] = time.perf_counter() - t_stack
         log(f"service ({slots} slot): stack up in {side.extra['stack_start_s']:.1f} s; PMLS_HOME {home}")
         with httpx.Client(base_url=stack.settings.api.base_url, timeout=60) as api:
             side.load = (os.getloadavg()[0], 0.0)
-            posted = time.perf_counter()
-            resp = api.post("/api/v1/training/start", json=request_body(job_id, source, trials))
+            posted, posted_at = time.perf_counter(), time.time()
+            resp = api.post("/api/v1/training/start", json=request_body(job_id, source, trials, seed))
             if resp.status_code not in (200, 202):
                 raise RuntimeError(f"POST /training/start answered {resp.status_code}: {resp.text[:2000]}")
             deadline = posted + timeout
-            listed: list[dict] = []
             job: dict = {}
-            while time.perf_counter() < deadline:
-                listed = [t for t in api.get(f"/api/v1/training/{job_id}/trials").json() if t["state"] in FINISHED]
-                if len(listed) >= trials:
-                    side.wall = time.perf_counter() - posted
-                    break
-                job = api.get(f"/api/v1/training/{job_id}/status").json()
-                if job.get("status") in TERMINAL:
-                    break
-                time.sleep(0.2)
-            side.load = (side.load[0], os.getloadavg()[0])
-            if side.wall is not None:
-                log(f"service ({slots} slot): {len(listed)} trials listed after {side.wall:.1f} s")
+            # Poll seldom: every API call costs CPU on the two cores the trials run on.
             while time.perf_counter() < deadline:
                 job = api.get(f"/api/v1/training/{job_id}/status").json()
                 if job.get("status") in TERMINAL:
                     side.total = time.perf_counter() - posted
                     break
-                time.sleep(0.2)
+                time.sleep(2.0)
+            side.load = (side.load[0], os.getloadavg()[0])
             listed = [t for t in api.get(f"/api/v1/training/{job_id}/trials").json() if t["state"] in FINISHED]
+            # The search's wall time: from the POST to the moment the tuning child closed (its last batch of
+            # trial rows recorded), read from Temporal rather than by polling the API during the search.
+            closed = tuning_closed_at(stack.settings, f"{job_id}/{FAMILY.value.lower()}")
+            if closed is not None and len(listed) >= trials:
+                side.wall = closed - posted_at
+                log(f"service ({slots} slot): {len(listed)} trials finished and recorded after {side.wall:.1f} s")
         side.trials = len(listed)
         side.params = [t["hyperparameters"] for t in sorted(listed, key=lambda t: t["trial_number"])]
         side.durations = [t["experiment_duration_minutes"] * 60 for t in listed
@@ -407,12 +461,14 @@ def main(argv: list[str] | None = None) -> None:
         plain, calibration = run_plain(source, args.trials, args.seed, verbose=args.verbose)
         equal: list[tuple[Side, float]] = []
         services = [] if args.skip_service else [
-            run_service(source, args.trials, slots, timeout=args.timeout, keep_home=args.keep_home)
+            run_service(source, args.trials, slots, args.seed, timeout=args.timeout, keep_home=args.keep_home)
             for slots in args.slots
         ]
-        # The samplers differ (the service rebuilds its seeded TPE per ask), so the two studies evaluate
-        # different configurations; re-running the service's own list in the plain loop compares equal work.
-        equal = [(side, run_plain_same(source, side.params, args.seed)) for side in services if side.params]
+        # One slot evaluates the plain loop's very configurations (same seeds, same ask schedule). With
+        # two slots the sampler sees two running trials per ask and the trials get one thread each, so the
+        # configurations differ: the plain loop re-runs that side's own list to compare equal work.
+        equal = [(side, run_plain_same(source, side.params, args.seed)) for side in services
+                 if side.params and side.params != plain.params]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.perf_counter() - run_started
@@ -426,9 +482,14 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for side in services:
         if "stack_start_s" in side.extra:
-            footer.append(f"{side.name}: stack start {side.extra['stack_start_s']:.1f} s (not in the wall time)")
+            footer.append(f"{side.name}: stack start, workers warm and polling: {side.extra['stack_start_s']:.1f} s (not in the wall time)")
         if side.error:
             footer.append(f"{side.name} FAILED: {side.error}")
+    for side in services:
+        if side.params:
+            same = sum(1 for a, b in zip(side.params, plain.params, strict=False) if a == b)
+            footer.append(f"{side.name}: {same} of {len(side.params)} configurations identical to the plain loop's"
+                          + (" (equal work)" if same == len(side.params) == len(plain.params) else ""))
     for side, wall in equal:
         if side.wall:
             footer.append(f"equal work: the plain loop over {side.name}'s own {len(side.params)} configurations "

@@ -335,6 +335,9 @@ class Stack:
                 "--workers", "1"]
         env = self.child_env()
         env["MLFLOW_HOME"] = str(s.home)
+        # MLflow's job runner (seven huey processes, for its GenAI evaluation jobs) is not used by pmls: on two
+        # cores its start-up alone took a core for a minute, beside the first trials.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         return Part(name="mlflow", argv=argv, logfile=self._logs("mlflow"), env=env, ready_timeout=180,
                     ready=lambda: _http_ok(f"http://127.0.0.1:{port}/health"), restart=True)
 

@@ -128,7 +128,7 @@ class TrainingWorkflow:
         cfg = req.dataset_config
         await self._enter("validating", status=TrainingStatus.RUNNING)
         self._validate(inp)
-        seed = workflow.random().randint(0, 2**31 - 1)
+        seed = req.random_seed if req.random_seed is not None else workflow.random().randint(0, 2**31 - 1)
 
         await self._enter("loading_data")
         dataset = await self._cpu("load_dataset", LoadDatasetInput(job_id=job_id, dataset_config=cfg), DatasetRef,
@@ -150,7 +150,7 @@ class TrainingWorkflow:
             trained = await self._cpu(
                 "build_ensemble",
                 BuildEnsembleInput(job_id=job_id, prepared=prepared, dataset_config=cfg, candidates=candidates,
-                                   seed=seed),
+                                   seed=seed, bag_folds=req.validation_config.bag_folds),
                 TrainedModelRef, timeout=timedelta(hours=4),
             )
         else:
@@ -211,7 +211,7 @@ class TrainingWorkflow:
         req, job_id = inp.request, inp.job_id
         hp = req.hyperparameter_config
         await self._enter("tuning")
-        run_id = await self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req), str)
+        run_id = await self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req, seed=seed), str)
         share = hp.optimization_trials if len(families) == 1 else max(2, hp.optimization_trials // len(families))
         family_hp = hp.model_copy(update={"optimization_trials": share})
         slots = hp.max_parallel_trials or int(workflow.memo_value("trial_slots", default=2))

@@ -50,6 +50,8 @@ class TuningWorkflow:
         self._unrecorded: list[TrialResult] = []
         self._last_record = None
         self._last_progress = None
+        self._recorder: asyncio.Task | None = None
+        self._signals: list[asyncio.Task] = []
 
     @workflow.run
     async def run(self, inp: TuningInput) -> TuningResult:
@@ -65,12 +67,15 @@ class TuningWorkflow:
                 if not self._running:
                     stopped_by = "exhausted"
                     break
+                # Bookkeeping runs beside the trials, never between one trial and the next.
+                self._record()
+                self._report_progress()
                 await self._wait_for_a_trial()
         finally:
             # On a budget stop, a cancel or an error alike: stop what runs, keep what finished.
             await self._stop_running()
             await self._tell_unrun()
-            await self._record(force=True)
+            await self._flush_records()
         if not stopped_by and (started_this_run >= TRIALS_PER_RUN or self._suggest_continue()):
             workflow.continue_as_new(inp.model_copy(update={"state": self.state}))
         return self._result(stopped_by or "trials")
@@ -141,8 +146,6 @@ class TuningWorkflow:
             return
         for number in [n for n, t in self._running.items() if t.done()]:
             self._count(self._running.pop(number).result())
-        await self._record()
-        await self._report_progress()
 
     def _count(self, result: TrialResult) -> None:
         s = self.state
@@ -180,21 +183,45 @@ class TuningWorkflow:
                                     params=spec.params, error="not started: the search ended"))
         self._queue.clear()
 
-    async def _record(self, *, force: bool = False) -> None:
+    def _record(self) -> None:
+        """Record a batch in the background (one batch in flight at a time); a failed batch fails the run."""
+        if self._recorder is not None:
+            if not self._recorder.done():
+                return
+            self._recorder.result()
+            self._recorder = None
         due = (workflow.now() - self._last_record).total_seconds() >= RECORD_SECONDS
-        if not self._unrecorded or not (force or due or len(self._unrecorded) >= RECORD_EVERY):
+        if not self._unrecorded or not (due or len(self._unrecorded) >= RECORD_EVERY):
             return
         batch, self._unrecorded = self._unrecorded, []
+        self._last_record = workflow.now()
+        self._recorder = asyncio.create_task(self._record_batch(batch))
+
+    async def _record_batch(self, batch: list[TrialResult]) -> None:
         await self._io("record_trials", RecordTrialsInput(job_id=self.inp.job_id, study=self.inp.study,
                                                           results=batch, mlflow_run_id=self.inp.mlflow_run_id))
-        self._last_record = workflow.now()
 
-    async def _report_progress(self) -> None:
+    async def _flush_records(self) -> None:
+        if self._recorder is not None:
+            await self._recorder
+            self._recorder = None
+        if self._unrecorded:
+            batch, self._unrecorded = self._unrecorded, []
+            await self._record_batch(batch)
+
+    def _report_progress(self) -> None:
+        """Signal the parent (fire and forget: a lost update is replaced by the next one)."""
         if (workflow.now() - self._last_progress).total_seconds() < PROGRESS_SECONDS:
             return
         self._last_progress = workflow.now()
-        parent = workflow.get_external_workflow_handle(self.inp.parent_id)
-        await parent.signal("tuning_progress", self.progress())
+        self._signals.append(asyncio.create_task(self._signal_parent(self.progress())))
+        self._signals = [t for t in self._signals if not t.done()]
+
+    async def _signal_parent(self, progress: TuningProgress) -> None:
+        try:
+            await workflow.get_external_workflow_handle(self.inp.parent_id).signal("tuning_progress", progress)
+        except Exception as exc:  # noqa: BLE001 - progress is advisory; the next update replaces it
+            workflow.logger.info("progress signal to %s failed: %s", self.inp.parent_id, exc)
 
     def progress(self) -> TuningProgress:
         s, inp = self.state, self.inp

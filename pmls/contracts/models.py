@@ -144,6 +144,18 @@ class ValidationConfig(Contract):
     metric: str | None = Field(None, description="primary metric; default: roc_auc / log_loss / rmse by task")
     cv_strategy: Literal["auto", "timeseries", "stratified", "kfold", "group", "none"] = "auto"
     cv_folds: int = Field(5, ge=2, le=20)
+    bag_folds: int = Field(
+        0, ge=0, le=10,
+        description="ENSEMBLE: refit each chosen member as a bag of k models, each early-stopped on the fold "
+                    "of training + validation it leaves out, predictions averaged (0: one refit per member)",
+    )
+
+    @field_validator("bag_folds")
+    @classmethod
+    def _bag_folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("a bag of one model is no bag: use 0 (off) or 2 to 10 folds")
+        return value
 
 
 class DeploymentConfig(Contract):
@@ -165,6 +177,11 @@ class TrainingRequest(Contract):
         None, pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$", description="lineage; default: the target's name"
     )
     job_timeout: str = Field("PT4H", description="the whole job's deadline; tuning stops in time to finish")
+    random_seed: int | None = Field(
+        None, ge=0, le=2**31 - 1,
+        description="seeds splits, CV folds, samplers and every fit: the same request on the same data "
+                    "evaluates the same configurations; default: a seed drawn per job (recorded in MLflow)",
+    )
 
     @field_validator("job_timeout")
     @classmethod

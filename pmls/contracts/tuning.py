@@ -47,6 +47,7 @@ class CreateStudyInput(BaseModel):
 class StartRunInput(BaseModel):
     job_id: str
     request: TrainingRequest
+    seed: int | None = None  # the job's seed (drawn when the request has no random_seed), kept as a tag
 
 
 class AskInput(BaseModel):

@@ -134,6 +134,7 @@ class BuildEnsembleInput(BaseModel):
     dataset_config: DatasetConfig
     candidates: list[EnsembleCandidate]
     seed: int
+    bag_folds: int = 0
 
 
 class CompareChampionInput(BaseModel):

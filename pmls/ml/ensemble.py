@@ -37,6 +37,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 Method = Literal["single", "caruana", "blend", "stack"]
 METHODS: tuple[str, ...] = ("single", "caruana", "blend", "stack")  # simplest first: breaks ties
+TIE_TOLERANCE = 1e-4  # relative: two single models closer than this on the metric are a tie
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT_VERSION = 1
 LOG_EPS = 1e-7  # floor for probabilities before a log: keeps meta features and losses finite
@@ -358,13 +359,38 @@ class EnsembleChoice:
         return cls(**data)
 
 
+def best_single(metric: str, scores: Sequence[float], costs: Sequence[float] | None = None) -> int:
+    """The best candidate by score; candidates within ``TIE_TOLERANCE`` of it tie, and the cheapest wins.
+
+    ``costs`` are seconds to fit and predict (the faster model is also the smaller one in this zoo:
+    fewer rounds, trees or epochs). Without costs a tie keeps the earliest candidate.
+    """
+    losses = [_loss(metric, s) for s in scores]
+    top = min(losses)
+    if not math.isfinite(top):
+        return 0
+    margin = TIE_TOLERANCE * max(abs(top), 1e-12)
+    tied = [i for i, loss in enumerate(losses) if loss <= top + margin]
+    if costs is None:
+        return tied[0]
+    return min(tied, key=lambda i: (costs[i], i))
+
+
 def choose_ensemble(oof: list[np.ndarray], y_oof: np.ndarray, valid_scores: list[np.ndarray],
-                    y_valid: np.ndarray, task: Task, metric: str, *, seed: int = 0) -> EnsembleChoice:
-    """Fit each method on the OOF rows, score it on validation, keep the best (ties: simplest)."""
+                    y_valid: np.ndarray, task: Task, metric: str, *, seed: int = 0,
+                    cv_scores: Sequence[float | None] | None = None,
+                    costs: Sequence[float] | None = None) -> EnsembleChoice:
+    """Fit each method on the OOF rows, score it on validation, keep the best (ties: simplest).
+
+    The best single model is chosen by its CV score on the job's folds when every candidate has one (the
+    same folds for all, and less noisy than one validation period), else on validation; near-ties go to
+    the cheaper model (``costs``).
+    """
     if len(valid_scores) != len(oof) or not oof:
         raise DataError("ensemble", f"{len(oof)} OOF arrays but {len(valid_scores)} validation arrays")
     singles = [metric_value(task, y_valid, s, metric) for s in valid_scores]
-    best = min(range(len(singles)), key=lambda i: _loss(metric, singles[i]))
+    by_cv = cv_scores is not None and all(v is not None and math.isfinite(v) for v in cv_scores)
+    best = best_single(metric, [float(v) for v in cv_scores] if by_cv else singles, costs)  # type: ignore[union-attr]
     candidates = [EnsembleChoice("single", [1.0], None, [best], singles[best], {})]
     if len(oof) >= 2 and coverage(oof).any():
         candidates += _fitted_candidates(oof, y_oof, valid_scores, y_valid, task, metric, seed)
@@ -417,6 +443,65 @@ def combine(member_scores: list[np.ndarray], choice: EnsembleChoice, task: Task)
 
 
 # --- serving --------------------------------------------------------------------------------------
+
+
+BAG_FILE = "bag.json"
+
+
+class Bag:
+    """k models of one configuration, each fitted without one of k folds; predictions are their mean.
+
+    What AutoGluon calls bagging: every row of training + validation is used by k-1 of the models, and
+    each model stopped early on the fold it did not see, so the member needs no fixed iteration count.
+    """
+
+    def __init__(self, models: Sequence[Any], task: Task) -> None:
+        if not models:
+            raise DataError("ensemble", "a bag needs at least one model")
+        self.models = list(models)
+        self.task = Task(task)
+        self.sequential = bool(getattr(self.models[0], "sequential", False))
+        self.model_type = self.models[0].model_type
+        self.best_iteration_ = getattr(self.models[0], "best_iteration_", None)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.mean([m.predict_proba(X) for m in self.models], axis=0)
+
+    def predict(self, X: Any) -> np.ndarray:
+        if self.task is Task.REGRESSION:
+            return np.mean([np.asarray(m.predict(X), dtype=np.float64) for m in self.models], axis=0)
+        return self.predict_proba(X).argmax(axis=1).astype(np.int64)
+
+    @property
+    def feature_importances_(self) -> np.ndarray | None:
+        found = [np.asarray(m.feature_importances_, dtype=np.float64) for m in self.models
+                 if getattr(m, "feature_importances_", None) is not None]
+        return np.mean(found, axis=0) if found else None
+
+    def save(self, directory: Path) -> None:
+        """``model-{j}/`` per bagged model, then bag.json (last: marks complete)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for j, model in enumerate(self.models):
+            model.save(directory / f"model-{j}")
+        meta = {"format_version": FORMAT_VERSION, "task": self.task.value, "models": len(self.models)}
+        (directory / BAG_FILE).write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> Bag:
+        from pmls.ml.zoo import load_model
+
+        meta = json.loads((Path(directory) / BAG_FILE).read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise DataError("model", f"unsupported bag format {meta.get('format_version')!r}")
+        return cls([load_model(Path(directory) / f"model-{j}") for j in range(meta["models"])], Task(meta["task"]))
+
+
+def load_member(directory: Path):
+    """An ensemble member: one zoo model, or a bag of them."""
+    from pmls.ml.zoo import load_model
+
+    return Bag.load(directory) if (Path(directory) / BAG_FILE).is_file() else load_model(directory)
 
 
 class EnsembleModel:
@@ -500,8 +585,6 @@ class EnsembleModel:
 
     @classmethod
     def load(cls, directory: Path) -> EnsembleModel:
-        from pmls.ml.zoo import load_model
-
         directory = Path(directory)
         path = directory / ENSEMBLE_FILE
         if not path.is_file():
@@ -510,5 +593,5 @@ class EnsembleModel:
         if meta.get("format_version") != FORMAT_VERSION:
             raise DataError("model", f"unsupported ensemble format {meta.get('format_version')!r}")
         choice = EnsembleChoice.from_dict(meta["choice"])
-        members = [load_model(directory / f"member-{i}") for i in range(len(choice.members))]
+        members = [load_member(directory / f"member-{i}") for i in range(len(choice.members))]
         return cls(members, choice, Task(meta["task"]), meta["num_classes"], meta["sequential"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -360,6 +361,31 @@ def _refit(prepared: Prepared, opts: FitOptions, first, X: dict, callbacks: Sequ
     return model
 
 
+def _bag(prepared: Prepared, opts: FitOptions, X: dict, k: int, callbacks: Sequence[Callback]):
+    """k models on train + validation, each early-stopped on the fold it leaves out (stratified when classifying).
+
+    Shuffled folds, also for time-ordered data: the test period stays unseen, and every model still
+    learns from the latest rows.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from pmls.ml.ensemble import Bag
+
+    X_all = np.concatenate([X["train"], X["validation"]])
+    y_all = np.concatenate([prepared.y["train"], prepared.y["validation"]])
+    classify = prepared.task is not Task.REGRESSION
+    if classify:  # no more folds than the rarest class has rows (sklearn would warn and leave folds without it)
+        counts = np.bincount(y_all.astype(np.int64))
+        k = max(2, min(k, int(counts[counts > 0].min())))
+    splitter = (StratifiedKFold if classify else KFold)(n_splits=k, shuffle=True, random_state=opts.seed)
+    models = []
+    for j, (fit_rows, stop_rows) in enumerate(splitter.split(X_all.reshape(len(y_all), -1), y_all)):
+        bag_opts = replace(opts, seed=opts.seed + 1000 * (j + 1))
+        models.append(fit_model(prepared, bag_opts, X_all[fit_rows], y_all[fit_rows], X_all[stop_rows],
+                                y_all[stop_rows], callbacks))
+    return Bag(models, prepared.task)
+
+
 def _training_metrics(prepared: Prepared, scores: dict, model, cv_scores: list[float]) -> TrainingMetrics:
     accuracy = "r2" if prepared.task is Task.REGRESSION else "accuracy"
     loss = "rmse" if prepared.task is Task.REGRESSION else "log_loss"
@@ -401,25 +427,31 @@ class EnsembleOutcome:
 
 
 def build_ensemble(prepared: Prepared, candidates: list[Candidate], *, seed: int = 0,
-                   callbacks: Sequence[Callback] = ()) -> EnsembleOutcome:
+                   callbacks: Sequence[Callback] = (), bag_folds: int = 0) -> EnsembleOutcome:
     """Fit each candidate on the training period, choose single / Caruana / blend / stacking on the
-    validation period (weights learnt out of fold), then refit the chosen members on train + validation."""
+    validation period (weights learnt out of fold), then refit the chosen members on train + validation:
+    once each, or (``bag_folds`` >= 2) as a bag of k models, one per fold left out."""
     from pmls.ml.ensemble import EnsembleModel, choose_ensemble, combine
 
     seqs = [_seq_len(c.opts) for c in candidates]
-    firsts, valid_scores = [], []
+    firsts, valid_scores, costs = [], [], []
     for cand, seq in zip(candidates, seqs, strict=True):
+        started = time.perf_counter()
         model = fit_model(prepared, cand.opts, prepared.inputs("train", seq), prepared.y["train"],
                           prepared.inputs("validation", seq), prepared.y["validation"], callbacks)
         firsts.append(model)
         valid_scores.append(predict_scores(model, prepared.task, prepared.inputs("validation", seq)))
+        costs.append(time.perf_counter() - started)  # fit + predict: what a tie between families is broken by
     oof = [c.oof if c.oof is not None else _empty_oof(prepared) for c in candidates]
     choice = choose_ensemble(oof, prepared.y["train"], valid_scores, prepared.y["validation"], prepared.task,
-                             prepared.metric, seed=seed)
+                             prepared.metric, seed=seed, cv_scores=[c.cv_mean for c in candidates], costs=costs)
     members = []
     for index in choice.members:
         X = {s: prepared.inputs(s, seqs[index]) for s in SPLITS}
-        members.append(_refit(prepared, candidates[index].opts, firsts[index], X, callbacks))
+        if bag_folds >= 2:
+            members.append(_bag(prepared, candidates[index].opts, X, bag_folds, callbacks))
+        else:
+            members.append(_refit(prepared, candidates[index].opts, firsts[index], X, callbacks))
     sequential = [seqs[i] is not None for i in choice.members]
     model = EnsembleModel(members, choice, prepared.task, prepared.num_classes, sequential=sequential)
     seq = max((s for s in seqs if s is not None), default=None)
@@ -430,7 +462,8 @@ def build_ensemble(prepared: Prepared, candidates: list[Candidate], *, seed: int
                                         predict_scores(model, prepared.task, _ensemble_input(prepared, split, seq)))
     final = FinalModel(model, _training_metrics(prepared, scores, model, []), seq)
     described = [{"model_type": c.opts.model_type.value, "params": c.opts.params, "cv_mean": c.cv_mean,
-                  "validation": float(_metric_or_nan(prepared, valid_scores[i])), "chosen": i in choice.members}
+                  "validation": float(_metric_or_nan(prepared, valid_scores[i])), "chosen": i in choice.members,
+                  "fit_predict_seconds": round(costs[i], 3)}
                  for i, c in enumerate(candidates)]
     return EnsembleOutcome(final, choice, described)
 

@@ -79,11 +79,13 @@ class ModelRegistry:
             version=str(existing.version), model_uri=f"models:/{name}/{existing.version}", run_id=existing.run_id,
         )
 
-    def start_run(self, *, job_id: str, request: TrainingRequest) -> str:
+    def start_run(self, *, job_id: str, request: TrainingRequest, seed: int | None = None) -> str:
         """The job's parent run (idempotent): trials nest under it, the final model is logged in it."""
         name = request.lineage
         tags = {JOB_TAG: job_id, "pmls.model_type": request.model_type.value,
                 "pmls.training_mode": request.training_mode.value, "pmls.lineage": name}
+        if seed is not None:
+            tags["pmls.random_seed"] = str(seed)  # rerun with {"random_seed": N} to repeat the search
         return self._run_for(self.experiment_id(name), job_id, tags)
 
     def log_trials(self, parent_run_id: str, family: str, results: list) -> None:

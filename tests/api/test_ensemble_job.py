@@ -23,7 +23,7 @@ def test_ensemble_job_completes_with_its_members_and_plots(api, settings, tmp_pa
             "test_period": "2025-02-04/2025-02-09"},
         "hyperparameter_config": {"optimization_method": "tpe", "optimization_trials": 10,
                                   "optimization_timeout": "4m"},
-        "validation_config": {"cv_folds": 3},
+        "validation_config": {"cv_folds": 3, "bag_folds": 3},
     }
     assert api.post("/api/v1/training/start", json=body).status_code == 202
     job = wait_for(api, job_id, timeout=600)
@@ -39,6 +39,7 @@ def test_ensemble_job_completes_with_its_members_and_plots(api, settings, tmp_pa
     run_id = client.get_model_version("series_ensemble", artifact["version"]).run_id
     ensemble = json.loads(open(client.download_artifacts(run_id, "ensemble.json", str(tmp_path))).read())
     assert ensemble["method"] in {"single", "caruana", "blend", "stack"}
+    assert ensemble["bag_folds"] == 3  # every chosen member served as a bag of three models
     assert len(ensemble["candidates"]) == 5
     scores = ensemble["validation_scores"]
     assert scores[ensemble["method"]] >= max(scores.values()) - 1e-12  # the winner on validation (roc_auc)

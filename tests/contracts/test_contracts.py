@@ -51,6 +51,19 @@ def test_periods_without_timestamp_column_name_the_problem():
             "validation_period": "2024-02-01/2024-03-01", "test_period": "2024-03-01/2024-04-01"}})
 
 
+@pytest.mark.parametrize(("extra", "field"), [({"validation_config": {"bag_folds": 1}}, "bag_folds"),
+                                             ({"validation_config": {"bag_folds": 11}}, "bag_folds"),
+                                             ({"random_seed": -1}, "random_seed")])
+def test_bagging_and_seed_are_checked(extra, field):
+    with pytest.raises(ValidationError, match=field):
+        TrainingRequest.model_validate({"model_type": "ENSEMBLE", "dataset_config": {"source": "d.csv",
+                                                                                     "target": "y"}, **extra})
+    ok = TrainingRequest.model_validate({"model_type": "ENSEMBLE", "random_seed": 7,
+                                         "validation_config": {"bag_folds": 5},
+                                         "dataset_config": {"source": "d.csv", "target": "y"}})
+    assert (ok.random_seed, ok.validation_config.bag_folds) == (7, 5)
+
+
 def test_unknown_field_is_rejected_not_dropped():
     with pytest.raises(ValidationError, match="trainig_mode"):
         TrainingRequest.model_validate({"model_type": "LIGHTGBM", "trainig_mode": "FULL_RETRAIN",

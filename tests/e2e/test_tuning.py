@@ -118,3 +118,19 @@ def test_unknown_method_or_parameter_is_422(api, demo_request):
     bad_param = tuned(demo_request, unique("p"), search_space={"num_trees": {"type": "int", "low": 1, "high": 9}})
     resp = api.post("/api/v1/training/start", json=bad_param)
     assert resp.status_code == 422 and "num_trees" in resp.json()["message"]
+
+
+def test_the_same_random_seed_repeats_the_search(api, demo_request):
+    """Two jobs with one random_seed evaluate the same configurations, to the same scores, in the same order."""
+    runs = []
+    for _ in range(2):
+        job_id = unique("seeded")
+        body = {**tuned(demo_request, job_id, optimization_trials=7, max_parallel_trials=1, portfolio=False),
+                "random_seed": 1234}
+        assert api.post("/api/v1/training/start", json=body).status_code == 202
+        job = wait_for(api, job_id, timeout=300)
+        assert job["status"] == "COMPLETED", job.get("error")
+        trials = sorted(api.get(f"/api/v1/training/{job_id}/trials").json(), key=lambda t: t["trial_number"])
+        runs.append([(t["hyperparameters"], t["performance_score"]) for t in trials])
+    assert len(runs[0]) == 7
+    assert runs[0] == runs[1]

@@ -18,9 +18,11 @@ from pmls.contracts import ModelType, Task
 from pmls.ml.ensemble import (
     METHODS,
     MIN_WEIGHT,
+    Bag,
     EnsembleChoice,
     EnsembleModel,
     _search_value,
+    best_single,
     blend_weights,
     caruana,
     choose_ensemble,
@@ -234,6 +236,27 @@ def test_ties_go_to_the_simpler_method():
         assert choice.members == [0]
 
 
+def test_near_ties_between_single_models_go_to_the_faster_one():
+    # ROC AUC (higher is better): 0.90005 is best, 0.9000 is within 1e-4 of it, 0.80 is not.
+    assert best_single("roc_auc", [0.9000, 0.90005, 0.80], costs=[1.0, 5.0, 0.1]) == 0
+    assert best_single("roc_auc", [0.9000, 0.90005, 0.80]) == 0  # no costs: the earliest of the tie
+    assert best_single("roc_auc", [0.89, 0.90005, 0.80], costs=[1.0, 5.0, 0.1]) == 1  # a real gap wins
+    # RMSE (lower is better), and an undefined score never wins.
+    assert best_single("rmse", [10.0005, 10.0, math.nan], costs=[0.5, 3.0, 0.0]) == 0
+    assert best_single("rmse", [12.0, 10.0, math.nan], costs=[0.5, 3.0, 0.0]) == 1
+
+
+def test_the_best_single_is_chosen_on_the_cv_folds_when_every_candidate_has_a_score():
+    c = case("wine")
+    by_validation = choose_ensemble(c.oof[:1] * 2, c.y, c.valid[:2], c.y_valid, c.task, c.metric)
+    worse_first = [c.valid[1], c.valid[0]]
+    # CV says candidate 1 (whatever validation says): the single choice follows the folds.
+    choice = choose_ensemble(c.oof[:1] * 2, c.y, worse_first, c.y_valid, c.task, c.metric,
+                             cv_scores=[2.0, 0.1], costs=[1.0, 1.0])
+    assert choice.scores["single"] == metric_value(c.task, c.y_valid, c.valid[0], c.metric)
+    assert by_validation.scores["single"] in {metric_value(c.task, c.y_valid, v, c.metric) for v in c.valid[:2]}
+
+
 def test_one_member_or_no_coverage_gives_the_best_single():
     c = case("diabetes")
     one = choose_ensemble(c.oof[:1], c.y, c.valid[:1], c.y_valid, c.task, "rmse")
@@ -304,6 +327,19 @@ def test_ensemble_with_a_sequential_member(tmp_path):
     np.testing.assert_array_equal(loaded.predict(inputs), model.predict(inputs))
     # LSTMs report no importances: the average covers the members that do
     np.testing.assert_allclose(model.feature_importances_, c.models[0].feature_importances_)
+
+
+def test_a_bag_averages_its_models_and_round_trips(tmp_path):
+    c = case("wine")
+    bag = Bag(c.models[:2], c.task)
+    expected = (c.models[0].predict_proba(c.X_valid) + c.models[1].predict_proba(c.X_valid)) / 2
+    np.testing.assert_allclose(bag.predict_proba(c.X_valid), expected)
+    np.testing.assert_array_equal(bag.predict(c.X_valid), expected.argmax(axis=1))
+    choice = EnsembleChoice("single", [1.0], None, [0], math.nan, {})
+    EnsembleModel([bag], choice, c.task, c.k).save(tmp_path / "bagged")
+    loaded = EnsembleModel.load(tmp_path / "bagged")
+    assert isinstance(loaded.members[0], Bag) and len(loaded.members[0].models) == 2
+    np.testing.assert_allclose(loaded.predict_proba(c.X_valid), expected)
 
 
 def test_importing_the_module_does_not_import_jax():

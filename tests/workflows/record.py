@@ -55,7 +55,7 @@ def main(data: str) -> None:
     jobs = {
         "completed-plain": (request(f"rec_plain_{stamp}", data), None),
         "completed-tuned": (request(f"rec_tuned_{stamp}", data, optimization_method="tpe",
-                                    optimization_trials=6), None),
+                                    optimization_trials=12), None),
         "failed-missing-source": (request(f"rec_failed_{stamp}", "/nonexistent.parquet"), None),
         "cancelled-during-tuning": (request(f"rec_cancel_{stamp}", data, optimization_method="tpe",
                                             optimization_trials=1000), 20.0),
