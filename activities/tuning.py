@@ -46,9 +46,10 @@ class TrialActivities:
     @activity.defn(name="run_trial")
     def run_trial(self, inp: TrialInput) -> TrialResult:
         """Cross-validate one configuration, report each fold to the pruner, tell the study."""
-        done = self.studies.finished(inp.trial.trial_id)
-        if done is not None:  # a retry after the trial was told: never run (or count) it twice
-            return done
+        if activity.info().attempt > 1:  # a retry after the trial was told: never run (or count) it twice
+            done = self.studies.finished(inp.trial.trial_id)
+            if done is not None:
+                return done
         activity.heartbeat("starting")
         result = self._evaluate(inp)
         self.studies.tell(inp.study, inp.trial.trial_id, result)

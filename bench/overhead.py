@@ -494,6 +494,12 @@ def main(argv: list[str] | None = None) -> None:
         if side.wall:
             footer.append(f"equal work: the plain loop over {side.name}'s own {len(side.params)} configurations "
                           f"takes {wall:.1f} s -> {side.name} / plain = {side.wall / wall:.2f}")
+            if side.durations:
+                # What the slots alone allow: the trials' own time split over the slots, nothing else.
+                bound = sum(side.durations) / side.slots
+                footer.append(f"{side.name}: its trials alone (Σ durations ÷ {side.slots} slots = {bound:.1f} s) "
+                              f"would give {bound / wall:.2f}; the rest ({side.wall - bound:.1f} s) is orchestration "
+                              f"and the job's own preparation")
     footer.append(f"whole benchmark run: {elapsed / 60:.1f} min")
     (print_markdown if args.markdown else print_rich)(title, plain, services, footer)
 

@@ -383,7 +383,12 @@ def _tuning_failure(result: TuningResult) -> str:
         return (f"{result.failed} of {result.trials} trials failed, more than the allowed share; "
                 f"first error: {result.error}")
     if result.stopped_by == "timeout":
-        return f"no trial finished within optimization_timeout ({result.trials} started); give it more time"
+        if result.cancelled:
+            return (f"no trial finished within optimization_timeout: {result.cancelled} were still running when "
+                    "the budget ran out, so one trial of this family on this data takes longer than the whole "
+                    "budget; raise optimization_timeout, or set optimization_method to none to train once "
+                    "with the default parameters")
+        return f"no trial finished within optimization_timeout ({result.trials} finished); give it more time"
     return f"no trial completed ({result.failed} failed, {result.pruned} pruned); first error: {result.error}"
 
 

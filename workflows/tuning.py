@@ -242,7 +242,8 @@ class TuningWorkflow:
     def _result(self, stopped_by: str) -> TuningResult:
         s = self.state
         return TuningResult(family=self.inp.study.family, best=s.best, trials=s.finished, completed=s.completed,
-                            pruned=s.pruned, failed=s.failed, stopped_by=stopped_by, error=s.first_error)
+                            pruned=s.pruned, failed=s.failed, cancelled=s.cancelled, stopped_by=stopped_by,
+                            error=s.first_error)
 
     async def _io(self, name: str, arg, result_type=None):
         return await workflow.execute_activity(name, arg, result_type=result_type,

@@ -142,5 +142,6 @@ class TuningResult(BaseModel):
     completed: int = 0
     pruned: int = 0
     failed: int = 0
+    cancelled: int = 0  # stopped by the budget (or a cancel) before they finished
     stopped_by: Literal["trials", "timeout", "failures", "exhausted"] = "trials"
     error: str | None = None

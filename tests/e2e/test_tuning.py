@@ -134,3 +134,14 @@ def test_the_same_random_seed_repeats_the_search(api, demo_request):
         runs.append([(t["hyperparameters"], t["performance_score"]) for t in trials])
     assert len(runs[0]) == 7
     assert runs[0] == runs[1]
+
+
+def test_a_budget_shorter_than_one_trial_fails_with_what_to_do(api, demo_request):
+    job_id = unique("toolong")
+    body = demo_request(job_id, model_type="RANDOM_FOREST", hyperparameter_config={
+        "optimization_method": "random", "optimization_trials": 5, "optimization_timeout": "2s", "portfolio": False,
+        "search_space": {"n_estimators": {"type": "int", "low": 3000, "high": 3000}}})
+    assert api.post("/api/v1/training/start", json=body).status_code == 202
+    job = wait_for(api, job_id, timeout=180)
+    assert job["status"] == "FAILED"
+    assert "optimization_timeout" in job["error"] and "still running when the budget ran out" in job["error"]
