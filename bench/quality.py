@@ -310,6 +310,11 @@ class SetResult:
         """How much a beats b (positive: a is better), in the metric's own units."""
         return a - b if self.higher else b - a
 
+    def best_single_basis(self) -> str:
+        done = [self.results[f.value] for f in self.ds.families if f.value in self.results
+                and self.results[f.value].validation is not None and self.results[f.value].test is not None]
+        return "CV" if done and all(r.cv is not None for r in done) else "validation"
+
     def best_single(self) -> Result | None:
         """The family the service itself would pick: best CV score on the job's folds, else best validation
         score (never chosen by test score). Validation alone favours the families early-stopped on it."""
@@ -629,7 +634,7 @@ def summary_rows(sets: list[SetResult], with_flaml: bool) -> list[list[str]]:
 
 SUMMARY_HEADERS = ["set", "task", "metric", ENSEMBLE, "best single (family)", LGBM, FLAML,
                    "ENSEMBLE ≥ best single", "ENSEMBLE vs FLAML"]
-DETAIL_HEADERS = ["set", "method", "validation (service)", "test (bench)", "test (service)", "wall (s)", "load 1 min", "note"]
+DETAIL_HEADERS = ["set", "method", "CV mean (service)", "validation (service)", "test (bench)", "test (service)", "wall (s)", "load 1 min", "note"]
 
 
 def detail_rows(sets: list[SetResult]) -> list[list[str]]:
@@ -639,11 +644,11 @@ def detail_rows(sets: list[SetResult]) -> list[list[str]]:
         for name, r in sr.results.items():
             note = r.note
             if best is not None and r is best:
-                note = ("best single by validation; " + note).rstrip("; ")
+                note = (f"best single by {sr.best_single_basis()}; " + note).rstrip("; ")
             if r.error:
                 note = f"failed: {r.error}"
             load = f"{r.load[0]:.1f} → {r.load[1]:.1f}" if r.load else "–"
-            rows.append([sr.ds.name, name, _fmt(r.validation), _fmt(r.test), _fmt(r.service_test),
+            rows.append([sr.ds.name, name, _fmt(r.cv), _fmt(r.validation), _fmt(r.test), _fmt(r.service_test),
                          _fmt(r.wall, ".1f"), load, note])
     return rows
 
@@ -665,8 +670,9 @@ def verdict_lines(sets: list[SetResult], with_flaml: bool) -> list[str]:
 NOTES = [
     "test: scored by the bench on the test period's rows with the task's primary metric (binary ROC AUC ↑, "
     "multiclass log loss ↓, regression RMSE ↓); test (service): what the service itself reported for that model.",
-    "best single: the family whose job has the best validation score (the artifact's validation metrics); the "
-    "delta columns are signed so that + means ENSEMBLE is better.",
+    "best single: the family whose job has the best CV mean on its folds (the service's own rule; the validation "
+    "score where a job has none), never chosen by test score; the delta columns are signed so that + means "
+    "ENSEMBLE is better.",
     "wall: service = POST /training/start until COMPLETED (budget + validation, load, prepare, final fit, "
     "refit, registration); LightGBM defaults and FLAML = the fit call, on training + validation rows.",
 ]
