@@ -121,6 +121,21 @@ def test_callback_runs_every_round(small):
     assert final.model.best_iteration_ == len(refit)
 
 
+def test_the_refit_scales_boosting_rounds_but_not_epochs(small):
+    cfg, prepared = small
+    grow = (len(prepared.y["train"]) + len(prepared.y["validation"])) / len(prepared.y["train"])
+    for model_type, params in ((ModelType.LIGHTGBM, {"num_boost_round": 40, "early_stopping_rounds": 1000}),
+                               (ModelType.NEURAL_NETWORK, {"max_epochs": 12, "early_stopping_rounds": 1000,
+                                                           "hidden_size": 16})):
+        calls: list[tuple] = []
+        opts = FitOptions.from_config(cfg, model_type, params, seed=0)
+        final = fit_final(prepared, opts, callbacks=[lambda i, total, loss, seen=calls: seen.append((i, total, loss))])
+        losses = [loss for *_, loss in calls if loss is not None]  # the first fit's validation loss per step
+        best = 1 + int(np.argmin(losses))  # the step early stopping keeps (first of equal losses)
+        expected = round(best * grow) if model_type is ModelType.LIGHTGBM else best
+        assert final.model.best_iteration_ == expected, model_type
+
+
 def test_callbacks_reach_every_cv_fold(frame):
     cfg = DatasetConfig(source="mem.parquet", target="y", timestamp_column="ts")
     prepared = prepare(prepare_splits(frame, cfg, seed=0), cfg, ValidationConfig(cv_folds=3))
