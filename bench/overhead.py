@@ -240,35 +240,6 @@ def tuning_closed_at(settings, workflow_id: str) -> float | None:
     return asyncio.run(closed())
 
 
-def wait_for_workers(settings, timeout: float = 180.0) -> None:
-    """Until both queues have pollers: a worker polls once its warm-up imports are done."""
-    import asyncio
-
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-
-    from workers.main import connect_temporal
-
-    queues = [(settings.temporal.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-              (settings.temporal.trials_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)]
-
-    async def polled() -> None:
-        client = await connect_temporal(settings)
-        deadline = time.monotonic() + timeout
-        for name, kind in queues:
-            while True:
-                resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-                    namespace=client.namespace, task_queue=TaskQueue(name=name), task_queue_type=kind))
-                if resp.pollers:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no worker polls {name} after {timeout:.0f} s")
-                await asyncio.sleep(0.5)
-
-    asyncio.run(polled())
-
-
 def run_service(source: Path, trials: int, slots: int, seed: int, *, timeout: float, keep_home: bool) -> Side:
     import httpx
 
@@ -287,7 +258,7 @@ def run_service(source: Path, trials: int, slots: int, seed: int, *, timeout: fl
     failed = False
     try:
         stack.start(progress=lambda msg: log(f"service ({slots} slot): {msg}"))
-        wait_for_workers(stack.settings)
+        stack.wait_for_workers()
         side.extra["stack_start_s"] = time.perf_counter() - t_stack
         log(f"service ({slots} slot): stack up in {side.extra['stack_start_s']:.1f} s; PMLS_HOME {home}")
         with httpx.Client(base_url=stack.settings.api.base_url, timeout=60) as api:

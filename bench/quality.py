@@ -408,35 +408,6 @@ def run_flaml(ds: DataSet, X: dict[str, pd.DataFrame], budget: int, seed: int) -
 # --------------------------------------------------------------------------- service
 
 
-def wait_for_workers(settings, timeout: float = 180.0) -> None:
-    """Until both queues have pollers: a worker polls once its warm-up imports are done."""
-    import asyncio
-
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-
-    from workers.main import connect_temporal
-
-    queues = [(settings.temporal.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-              (settings.temporal.trials_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)]
-
-    async def polled() -> None:
-        client = await connect_temporal(settings)
-        deadline = time.monotonic() + timeout
-        for name, kind in queues:
-            while True:
-                resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-                    namespace=client.namespace, task_queue=TaskQueue(name=name), task_queue_type=kind))
-                if resp.pollers:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no worker polls {name} after {timeout:.0f} s")
-                await asyncio.sleep(0.5)
-
-    asyncio.run(polled())
-
-
 def request_body(ds: DataSet, family: str, job_id: str, budget: int, seed: int) -> dict:
     dataset = {"source": str(ds.source), "target": ds.target, "timestamp_column": TIME_COLUMN, **ds.periods}
     if ds.entity:
@@ -501,7 +472,7 @@ class Service:
         started = time.perf_counter()
         self.stack = Stack(Settings())
         self.stack.start(progress=lambda msg: log(f"service: {msg}"))
-        wait_for_workers(self.stack.settings)
+        self.stack.wait_for_workers()
         self.start_s = time.perf_counter() - started
         log(f"service: stack up in {self.start_s:.1f} s; PMLS_HOME {self.home}")
         mlflow.set_tracking_uri(self.stack.settings.mlflow.tracking_uri)

@@ -178,6 +178,33 @@ class Stack:
         self._supervisor.start()
         return self
 
+    def wait_for_workers(self, timeout: float = 180.0) -> None:
+        """Until both task queues have pollers: a worker polls once its warm-up imports are done, so work
+        started after this runs at full speed from its first step (benchmarks start their clocks here)."""
+        import asyncio
+
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        from workers.main import connect_temporal
+
+        t = self.settings.temporal
+        queues = [(t.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+                  (t.trials_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)]
+
+        async def polled() -> None:
+            client = await connect_temporal(self.settings)
+            deadline = time.monotonic() + timeout
+            for name, kind in queues:
+                while not (await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                        namespace=client.namespace, task_queue=TaskQueue(name=name), task_queue_type=kind))).pollers:
+                    if time.monotonic() > deadline:
+                        raise StackError(f"no worker polls {name} after {timeout:.0f} s; see {self._logs('worker-' + name)}")
+                    await asyncio.sleep(0.5)
+
+        asyncio.run(polled())
+
     def stop(self) -> None:
         self._stopping.set()
         for part in reversed(self.parts):
