@@ -56,23 +56,30 @@ class StudyStore:
             study.set_user_attr("portfolio_enqueued", True)
 
     def ask(self, spec: StudySpec, *, n: int, key: str) -> list[TrialSpec]:
-        """Up to ``n`` new trials (never past the study's limit); a retried ask returns the same ones."""
+        """Up to ``n`` new trials (never past the study's limit); a retried ask returns the same ones.
+
+        Asking is several writes (create the trial, one per parameter, the key), and the database can go
+        away between any two. A retry therefore first claims what an earlier attempt left behind: trials
+        with this key, and running trials with no key at all (only an interrupted ask leaves those), whose
+        missing parameters it fills in. Otherwise such a trial would hold a number and a share of the budget
+        but never run, and the search would end one trial short.
+        """
         trials = self.storage.get_all_trials(self._study_id(spec), deepcopy=False)
-        mine = [t for t in trials if t.user_attrs.get(ASK_KEY) == key]
-        if mine:
-            return [_spec(t) for t in sorted(mine, key=lambda t: t.number)]
+        claimed = sorted((t for t in trials if t.user_attrs.get(ASK_KEY) == key or _interrupted(t)),
+                         key=lambda t: t.number)
         # Trials we cancelled unrun (a budget or a continue-as-new boundary) do not use up the budget.
         started = sum(1 for t in trials if t.state is not TrialState.WAITING and not _cancelled(t))
         limit = min(spec.limit, grid_size(spec.space)) if spec.method == "grid" else spec.limit
-        room = max(0, min(n, limit - started))
-        # A sampler rebuilt with the same seed repeats its start-up suggestions: derive it from the count.
-        study = self._load(spec, seed_offset=started)
+        room = max(0, min(n - len(claimed), limit - started))
+        # A sampler rebuilt with the same seed repeats its start-up suggestions: derive it from the count
+        # before this ask, so that a retry samples as the first attempt did.
+        study = self._load(spec, seed_offset=started - sum(1 for t in claimed if not _cancelled(t)))
         dists = distributions(spec.space)
-        out = []
-        for _ in range(room):
-            trial = study.ask(dists)
-            trial.set_user_attr(ASK_KEY, key)
-            out.append(TrialSpec(number=trial.number, trial_id=trial._trial_id, params=dict(trial.params)))
+        if claimed:
+            study.get_trials(deepcopy=False)  # a fresh study object updates only the trials it has read
+        out = [_spec(t) if t.state.is_finished() else _complete(optuna.trial.Trial(study, t._trial_id), dists, key)
+               for t in claimed]
+        out += [_complete(study.ask(), dists, key) for _ in range(room)]
         return out
 
     def _study_id(self, spec: StudySpec) -> int:
@@ -102,6 +109,19 @@ class StudyStore:
         if state is TrialState.PRUNED and result.fold_scores:
             value = None  # the pruner already has the intermediate values
         study.tell(self.storage.get_trial_number_from_id(trial_id), value, state=state, skip_if_finished=True)
+
+
+def _complete(trial: optuna.Trial, dists: dict, key: str) -> TrialSpec:
+    """Key the trial first (so that a retry finds it), then suggest each parameter it lacks: one already
+    stored comes back as it is, an enqueued portfolio trial gets its fixed values."""
+    trial.set_user_attr(ASK_KEY, key)
+    params = {name: trial._suggest(name, dist) for name, dist in dists.items()}
+    return TrialSpec(number=trial.number, trial_id=trial._trial_id, params=params)
+
+
+def _interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    """A running trial no ask finished with: every ask keys its trials before anything else runs them."""
+    return trial.state is TrialState.RUNNING and ASK_KEY not in trial.user_attrs and RESULT not in trial.user_attrs
 
 
 def _cancelled(trial: optuna.trial.FrozenTrial) -> bool:
