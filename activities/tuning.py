@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import optuna
@@ -15,14 +16,15 @@ from activities.data import DataActivities, _heartbeat
 from activities.errors import input_errors
 from pmls.contracts.experiments import HyperparameterExperiment
 from pmls.contracts.tuning import (
-    AskInput,
+    CollectInput,
     CreateStudyInput,
     RecordTrialsInput,
     StartRunInput,
     StudySpec,
+    TrialBatch,
+    TrialBatchInput,
     TrialInput,
     TrialResult,
-    TrialSpec,
     study_name,
     trial_key,
 )
@@ -34,6 +36,10 @@ from pmls.storage.registry import ModelRegistry
 from pmls.storage.studies import StudyStore
 
 
+def _past(deadline: datetime) -> bool:
+    return datetime.now(UTC) >= deadline
+
+
 class StudyUnavailable(RuntimeError):
     """The study storage failed mid-trial: retry the activity, do not blame the parameters."""
 
@@ -43,17 +49,32 @@ class TrialActivities:
         self.data = data
         self.studies = studies
 
-    @activity.defn(name="run_trial")
-    def run_trial(self, inp: TrialInput) -> TrialResult:
-        """Cross-validate one configuration, report each fold to the pruner, tell the study."""
-        if activity.info().attempt > 1:  # a retry after the trial was told: never run (or count) it twice
-            done = self.studies.finished(inp.trial.trial_id)
-            if done is not None:
-                return done
-        activity.heartbeat("starting")
-        result = self._evaluate(inp)
-        self.studies.tell(inp.study, inp.trial.trial_id, result)
-        return result
+    @activity.defn(name="run_trials")
+    def run_trials(self, inp: TrialBatchInput) -> TrialBatch:
+        """Run trials back to back in this slot: ask, cross-validate (each fold reported to the pruner),
+        tell. A short trial costs no Temporal round trip of its own, so the slot stays busy. A failed trial
+        ends the batch, so that the job's failure policy sees each failure as it happens. Retried, the
+        batch asks with the same keys, takes back each trial it told and re-runs only the unfinished one."""
+        started, batch = time.monotonic(), TrialBatch()
+        for i in range(inp.max_trials):
+            if i and (time.monotonic() - started >= inp.batch_seconds or _past(inp.deadline)):
+                break
+            asked = self.studies.ask(inp.study, n=1, key=f"{inp.batch}/{i}")
+            if not asked:
+                batch.exhausted = True
+                break
+            spec = asked[0]
+            result = self.studies.finished(spec.trial_id)
+            if result is None:
+                activity.heartbeat(f"trial {spec.number}")
+                result = self._evaluate(TrialInput(job_id=inp.job_id, study=inp.study, trial=spec,
+                                                   prepared=inp.prepared, dataset_config=inp.dataset_config,
+                                                   seed=inp.seed + spec.number))
+                self.studies.tell(inp.study, spec.trial_id, result)
+            batch.results.append(result)
+            if result.state == "FAILED":
+                break  # the workflow decides whether too many trials fail, after each failure
+        return batch
 
     def _evaluate(self, inp: TrialInput) -> TrialResult:
         spec, trial = inp.study, inp.trial
@@ -113,10 +134,10 @@ class StudyActivities:
         """The job's parent MLflow run, before the trials nest under it (idempotent)."""
         return await asyncio.to_thread(self.registry.start_run, job_id=inp.job_id, request=inp.request, seed=inp.seed)
 
-    @activity.defn(name="ask_trials")
-    async def ask_trials(self, inp: AskInput) -> list[TrialSpec]:
-        """Ask a batch in one go, so the sampler sees the trials already running (constant liar)."""
-        return await asyncio.to_thread(self.studies.ask, inp.study, n=inp.n, key=inp.key)
+    @activity.defn(name="collect_trials")
+    async def collect_trials(self, inp: CollectInput) -> list[TrialResult]:
+        """The trials of a batch that was cancelled or failed for good: kept if told, settled if not."""
+        return await asyncio.to_thread(self.studies.collect, inp.study, inp.batch, state=inp.state, error=inp.error)
 
     @activity.defn(name="record_trials")
     async def record_trials(self, inp: RecordTrialsInput) -> None:

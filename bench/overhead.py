@@ -147,11 +147,9 @@ def run_plain(source: Path, trials: int, seed: int, *, verbose: bool = False) ->
     """The plain loop: an in-memory study asked and told exactly as the service's one-slot search does.
 
     Same seeds (preparation, each trial's fit), same sampler built the same way (``make_sampler`` re-seeded
-    per ask with the trial count), and the same ask schedule: the service asks the next trial while the
-    current one runs (so the slot never waits for the sampler), which means TPE sees trial n-1 as still
-    running when it suggests trial n. Mirroring that here makes both sides evaluate the very same
-    configurations, so the ratio measures orchestration and nothing else. The asks run in series here:
-    the plain side pays the sampler's time, the service hides it beside the running trial.
+    per ask with the trial count) and the same schedule: ask, cross-validate, tell, one trial after the
+    other (the service's trial slot runs its batch of trials just so). Both sides evaluate the very same
+    configurations, so the ratio measures orchestration and nothing else.
     """
     import optuna
 
@@ -182,11 +180,8 @@ def run_plain(source: Path, trials: int, seed: int, *, verbose: bool = False) ->
         return study.ask(dists)
 
     t1 = time.perf_counter()
-    upcoming = ask()
-    for number in range(trials):
-        trial = upcoming
-        if number + 1 < trials:
-            upcoming = ask()  # the service's prefetch: asked while `trial` has not been told yet
+    for _ in range(trials):
+        trial = ask()
         t = time.perf_counter()
         cv = cross_validate(prepared, FitOptions.from_config(cfg, FAMILY, {**fixed, **trial.params},
                                                              seed=seed + trial.number, num_threads=THREADS))

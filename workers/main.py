@@ -62,7 +62,7 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     worker = Worker(
         client, task_queue=settings.temporal.task_queue, workflows=[TrainingWorkflow, TuningWorkflow],
         activities=[jobs.record_job_status, jobs.register_model, jobs.complete_job, studies.create_study,
-                    studies.start_mlflow_run, studies.ask_trials, studies.record_trials],
+                    studies.start_mlflow_run, studies.collect_trials, studies.record_trials],
     )
     try:
         await _run_until(worker, stop)
@@ -89,7 +89,7 @@ async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Ev
         worker = Worker(
             client, task_queue=settings.temporal.trials_task_queue,
             activities=[data.load_dataset, data.split_dataset, data.prepare_features, data.cross_validate,
-                        data.fit_final, data.build_ensemble, trials.run_trial, champion.compare_champion],
+                        data.fit_final, data.build_ensemble, trials.run_trials, champion.compare_champion],
             activity_executor=executor, max_concurrent_activities=slots,
             # Heartbeats carry cancellation back: send them often enough that a cancel lands in ~1 s.
             max_heartbeat_throttle_interval=timedelta(seconds=1),

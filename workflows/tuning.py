@@ -1,9 +1,13 @@
 """TuningWorkflow: one Optuna study for one model family, trials fanned out over the trials queue.
 
-Workflow id ``{job_id}/{family}``; each trial is an activity with the deterministic id ``trial-{n}``
-(a child workflow per trial costs ~300 ms, a fifth of a 1.5 s trial; see PITFALLS.md). The next trials
-are asked while others run, so the slots never wait for the sampler. Results are recorded in batches.
-The history stays bounded by continuing as new; the study itself (PostgreSQL) is the source of truth.
+Workflow id ``{job_id}/{family}``. Each trial slot runs a *batch* of trials as one activity with the
+deterministic id ``trials-{k}`` (ask, cross-validate, tell, back to back for ~10 s; a long trial is a
+batch of one): a child workflow per trial costs ~300 ms and an activity per trial ~90 ms of dispatch plus
+the servers' CPU beside the trial, a large share of a 1-2 s trial (see PITFALLS.md and bench/overhead).
+Trials are keyed ``trials-{k}/{i}`` in the study, so a retried batch repeats none; a batch that is
+cancelled or fails for good has its trials settled from the study (``collect_trials``). Results are recorded
+in the background. The history stays bounded by continuing as new; the study (PostgreSQL) is the source of
+truth.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from pmls.contracts.tuning import (
-        AskInput,
+        CollectInput,
         RecordTrialsInput,
-        TrialInput,
+        TrialBatch,
+        TrialBatchInput,
         TrialResult,
-        TrialSpec,
         TuningInput,
         TuningProgress,
         TuningResult,
@@ -30,23 +34,23 @@ with workflow.unsafe.imports_passed_through():
     )
 
 IO_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10))
-# A crashed trial worker is noticed by the heartbeat timeout and the trial re-runs elsewhere, twice at most.
-# Bad parameters come back as a FAILED result, not an error: what raises is infrastructure (a dead worker,
-# the database restarting), so give it a few attempts spread over half a minute.
+# A crashed trial worker is noticed by the heartbeat timeout and the batch re-runs elsewhere (its told trials
+# are not run again). Bad parameters come back as a FAILED result, not an error: what raises is
+# infrastructure (a dead worker, the database restarting), so give it a few attempts over half a minute.
 TRIAL_RETRY = RetryPolicy(maximum_attempts=6, initial_interval=timedelta(seconds=2), backoff_coefficient=2,
                           maximum_interval=timedelta(seconds=15), non_retryable_error_types=["DataError"])
 RECORD_EVERY = 10
 RECORD_SECONDS = 5.0
 PROGRESS_SECONDS = 2.0
 TRIALS_PER_RUN = 250
+BATCH_SECONDS = 10.0
 
 
 @workflow.defn(name="TuningWorkflow")
 class TuningWorkflow:
     def __init__(self) -> None:
-        self._running: dict[int, asyncio.Task] = {}
-        self._specs: dict[int, TrialSpec] = {}
-        self._queue: list[TrialSpec] = []
+        self._running: dict[str, asyncio.Task] = {}  # batch id -> its activity
+        self._exhausted = False
         self._unrecorded: list[TrialResult] = []
         self._last_record = None
         self._last_progress = None
@@ -57,26 +61,29 @@ class TuningWorkflow:
     async def run(self, inp: TuningInput) -> TuningResult:
         self.inp, self.state = inp, inp.state or TuningState()
         self._last_record = self._last_progress = workflow.now()
-        started_this_run, stopped_by = 0, "trials"
+        finished_at_start, stopped_by, draining = self.state.finished, "trials", False
         try:
             while True:
                 stopped_by = self._stop_reason()
-                if stopped_by or started_this_run >= TRIALS_PER_RUN or self._suggest_continue():
+                if stopped_by:
                     break
-                started_this_run += await self._fill_slots(started_this_run)
+                # Before continuing as new, let the running batches finish (~10 s) rather than cancel them.
+                draining = draining or (self.state.finished - finished_at_start >= TRIALS_PER_RUN
+                                        or self._suggest_continue())
+                if not draining:
+                    self._fill_slots()
                 if not self._running:
-                    stopped_by = "exhausted"
+                    stopped_by = "" if draining else "exhausted"
                     break
-                # Bookkeeping runs beside the trials, never between one trial and the next.
+                # Bookkeeping runs beside the trials, never between one batch and the next.
                 self._record()
                 self._report_progress()
-                await self._wait_for_a_trial()
+                await self._wait_for_a_batch()
         finally:
             # On a budget stop, a cancel or an error alike: stop what runs, keep what finished.
             await self._stop_running()
-            await self._tell_unrun()
             await self._flush_records()
-        if not stopped_by and (started_this_run >= TRIALS_PER_RUN or self._suggest_continue()):
+        if not stopped_by:
             workflow.continue_as_new(inp.model_copy(update={"state": self.state}))
         return self._result(stopped_by or "trials")
 
@@ -94,58 +101,52 @@ class TuningWorkflow:
     def _suggest_continue(self) -> bool:
         return workflow.info().is_continue_as_new_suggested()
 
-    async def _fill_slots(self, started_this_run: int) -> int:
-        launched = 0
-        while len(self._running) < self.inp.parallel and self.state.started < self.inp.study.limit:
-            if not self._queue and not await self._ask():
-                break
-            spec = self._queue.pop(0)
-            self._specs[spec.number] = spec
-            self._running[spec.number] = asyncio.create_task(self._trial(spec))
-            self.state.started += 1
-            launched += 1
-        if (self._running and not self._queue and self.state.started < self.inp.study.limit
-                and started_this_run + launched + 1 < TRIALS_PER_RUN):
-            await self._ask()  # prefetch: the next trial's parameters are ready when a slot frees
-        return launched
+    def _fill_slots(self) -> None:
+        """One batch per free slot while the budget may have room (the study enforces it exactly)."""
+        s, inp = self.state, self.inp
+        while (not self._exhausted and len(self._running) < inp.parallel
+               and s.finished + len(self._running) < inp.study.limit):
+            s.batches += 1
+            batch = f"trials-{s.batches}"
+            self._running[batch] = asyncio.create_task(self._batch(batch))
 
-    async def _ask(self) -> bool:
-        free = max(1, self.inp.parallel - len(self._running))
-        want = min(free, self.inp.study.limit - self.state.started - len(self._queue))
-        if want <= 0:
-            return False
-        self.state.asks += 1
-        specs = await self._io("ask_trials", AskInput(study=self.inp.study, n=want, key=f"ask-{self.state.asks}"),
-                               result_type=list[TrialSpec])
-        self._queue.extend(specs)
-        return bool(specs)
-
-    async def _trial(self, spec: TrialSpec) -> TrialResult:
+    async def _batch(self, batch: str) -> TrialBatch:
         inp = self.inp
         try:
             return await workflow.execute_activity(
-                "run_trial",
-                TrialInput(job_id=inp.job_id, study=inp.study, trial=spec, prepared=inp.prepared,
-                           dataset_config=inp.dataset_config, seed=inp.seed + spec.number),
-                result_type=TrialResult, activity_id=f"trial-{spec.number}", task_queue=_trials_queue(),
+                "run_trials",
+                TrialBatchInput(job_id=inp.job_id, study=inp.study, batch=batch, prepared=inp.prepared,
+                                dataset_config=inp.dataset_config, seed=inp.seed,
+                                max_trials=inp.study.limit - self.state.finished, batch_seconds=BATCH_SECONDS,
+                                deadline=inp.deadline),
+                result_type=TrialBatch, activity_id=batch, task_queue=_trials_queue(),
                 start_to_close_timeout=timedelta(hours=4), heartbeat_timeout=timedelta(seconds=20),
                 retry_policy=TRIAL_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except ActivityError as exc:
+            if _is_cancel(exc):
+                raise  # settled by _stop_running
             reason = getattr(exc.cause, "message", None) or str(exc)
-            state = "CANCELLED" if _is_cancel(exc) else "FAILED"
-            return TrialResult(number=spec.number, trial_id=spec.trial_id, state=state, params=spec.params,
-                               error=reason)
+            return TrialBatch(results=await self._collect(batch, "FAILED", reason))
 
-    async def _wait_for_a_trial(self) -> None:
+    async def _collect(self, batch: str, state: str, error: str) -> list[TrialResult]:
+        return await self._io("collect_trials", CollectInput(study=self.inp.study, batch=batch, state=state,
+                                                             error=error), result_type=list[TrialResult])
+
+    async def _wait_for_a_batch(self) -> None:
         remaining = (self.inp.deadline - workflow.now()).total_seconds()
         try:
             await workflow.wait_condition(lambda: any(t.done() for t in self._running.values()),
                                           timeout=max(remaining, 0.001))
         except TimeoutError:
             return
-        for number in [n for n, t in self._running.items() if t.done()]:
-            self._count(self._running.pop(number).result())
+        for batch in [b for b, t in self._running.items() if t.done()]:
+            self._take(self._running.pop(batch).result())
+
+    def _take(self, batch: TrialBatch) -> None:
+        self._exhausted = self._exhausted or batch.exhausted
+        for result in batch.results:
+            self._count(result)
 
     def _count(self, result: TrialResult) -> None:
         s = self.state
@@ -164,24 +165,16 @@ class TuningWorkflow:
         self._unrecorded.append(result)
 
     async def _stop_running(self) -> None:
+        """Cancel the running batches; what each told stays, what each left running is settled CANCELLED."""
         for task in self._running.values():
             task.cancel()
-        for number, task in list(self._running.items()):
+        for batch, task in list(self._running.items()):
             try:
-                result = await task
-            except asyncio.CancelledError:
-                spec = self._specs[number]
-                result = TrialResult(number=number, trial_id=spec.trial_id, state="CANCELLED", params=spec.params,
-                                     error="stopped by the time budget or a cancel")
-            self._count(result)
+                self._take(await task)
+            except (asyncio.CancelledError, ActivityError):
+                self._take(TrialBatch(results=await self._collect(
+                    batch, "CANCELLED", "stopped by the time budget or a cancel")))
         self._running.clear()
-
-    async def _tell_unrun(self) -> None:
-        """Parameters asked but never run: record them as cancelled so the study holds no stale trial."""
-        for spec in self._queue:
-            self._count(TrialResult(number=spec.number, trial_id=spec.trial_id, state="CANCELLED",
-                                    params=spec.params, error="not started: the search ended"))
-        self._queue.clear()
 
     def _record(self) -> None:
         """Record a batch in the background (one batch in flight at a time); a failed batch fails the run."""

@@ -50,12 +50,6 @@ class StartRunInput(BaseModel):
     seed: int | None = None  # the job's seed (drawn when the request has no random_seed), kept as a tag
 
 
-class AskInput(BaseModel):
-    study: StudySpec
-    n: int
-    key: str
-
-
 class TrialSpec(BaseModel):
     number: int
     trial_id: int
@@ -71,6 +65,31 @@ class TrialInput(BaseModel):
     seed: int
 
 
+class TrialBatchInput(BaseModel):
+    """One slot's run of trials in one activity: ask, cross-validate, tell, until ``batch_seconds`` have
+    passed (a long trial is a batch of one), ``max_trials`` are done, the deadline is near or the study's
+    budget is used up. Its trials are keyed ``{batch}/{i}``, so a retried batch repeats none of them."""
+
+    job_id: str
+    study: StudySpec
+    batch: str
+    prepared: PreparedRef
+    dataset_config: DatasetConfig
+    seed: int
+    max_trials: int
+    batch_seconds: float
+    deadline: datetime
+
+
+class CollectInput(BaseModel):
+    """A batch that ended without returning (cancelled, or failed for good): settle its trials."""
+
+    study: StudySpec
+    batch: str
+    state: Literal["CANCELLED", "FAILED"]
+    error: str
+
+
 class TrialResult(BaseModel):
     number: int
     trial_id: int | None = None
@@ -84,6 +103,11 @@ class TrialResult(BaseModel):
     oof_uri: str | None = None  # out-of-fold scores of a complete trial, for ensembles
 
 
+class TrialBatch(BaseModel):
+    results: list[TrialResult] = Field(default_factory=list)
+    exhausted: bool = False  # the study had no room for another trial
+
+
 class RecordTrialsInput(BaseModel):
     job_id: str
     study: StudySpec
@@ -94,13 +118,12 @@ class RecordTrialsInput(BaseModel):
 class TuningState(BaseModel):
     """What survives continue-as-new: counts and the best trial, never the whole trial list."""
 
-    started: int = 0
     completed: int = 0
     pruned: int = 0
     failed: int = 0
     cancelled: int = 0
     trial_seconds: float = 0.0
-    asks: int = 0
+    batches: int = 0
     best: TrialResult | None = None
     first_error: str | None = None
 

@@ -1,13 +1,15 @@
-"""The study store on the real PostgreSQL: asks survive being interrupted half-way."""
+"""The study store on the real PostgreSQL: a repeated ask creates nothing new, concurrent asks share no trial,
+the budget counts each trial once, and a batch that never returned is settled."""
 
 from __future__ import annotations
 
-import optuna
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from pmls.contracts.enums import ModelType
-from pmls.contracts.tuning import StudySpec
-from pmls.ml.search import distributions, merge_space, portfolio
+from pmls.contracts.tuning import StudySpec, TrialResult
+from pmls.ml.search import merge_space, portfolio
 from pmls.storage.studies import StudyStore
 from tests.helpers import unique
 
@@ -24,37 +26,43 @@ def _spec(limit: int, *, with_portfolio: bool = False) -> StudySpec:
                      portfolio=portfolio(ModelType.LIGHTGBM, space) if with_portfolio else [])
 
 
-def test_a_retried_ask_claims_the_trials_an_interrupted_ask_left_behind(store):
-    spec = _spec(limit=4)
+def test_an_ask_repeated_with_its_key_returns_the_same_trials_and_counts_them_once(store):
+    spec = _spec(limit=3)
     store.create(spec)
-    assert [t.number for t in store.ask(spec, n=1, key="ask-1")] == [0]
-    # What a database restart in mid-ask leaves: trial 1 created with one parameter of several and no key,
-    # trial 2 created with nothing at all.
-    study = optuna.load_study(study_name=spec.study, storage=store.storage)
-    name, dist = next(iter(distributions(spec.space).items()))
-    partial = study.ask({name: dist})
-    bare = study.ask()
+    first = store.ask(spec, n=2, key="trials-1/0")
 
-    retried = store.ask(spec, n=2, key="ask-2")
-
-    assert [t.number for t in retried] == [1, 2]
-    assert [t.trial_id for t in retried] == [partial._trial_id, bare._trial_id]
-    assert all(set(t.params) == set(spec.space) for t in retried)
-    assert retried[0].params[name] == partial.params[name]  # what was stored is kept
-    assert store.ask(spec, n=2, key="ask-2") == retried  # asked again: the same trials
-    # The budget counts each trial once: one more fits, then none.
-    assert [t.number for t in store.ask(spec, n=5, key="ask-3")] == [3]
-    assert store.ask(spec, n=1, key="ask-4") == []
+    assert [t.number for t in first] == [0, 1]
+    assert all(set(t.params) == set(spec.space) for t in first)
+    assert store.ask(spec, n=2, key="trials-1/0") == first  # a retried activity: nothing new is created
+    assert [t.number for t in store.ask(spec, n=5, key="trials-2/0")] == [2]  # one more fits the budget
+    assert store.ask(spec, n=1, key="trials-3/0") == []
 
 
-def test_an_interrupted_ask_of_a_portfolio_trial_keeps_its_configuration(store):
-    spec = _spec(limit=3, with_portfolio=True)
+def test_concurrent_askers_share_no_trial_and_take_each_portfolio_configuration_once(store):
+    spec = _spec(limit=12, with_portfolio=True)
     store.create(spec)
-    study = optuna.load_study(study_name=spec.study, storage=store.storage)
-    popped = study.ask()  # the enqueued configuration is taken, then the database goes away
+    with ThreadPoolExecutor(max_workers=4) as pool:  # four trial slots asking at once
+        asked = [t for batch in pool.map(lambda k: store.ask(spec, n=1, key=f"trials-{k}/0"), range(12))
+                 for t in batch]
 
-    [claimed] = store.ask(spec, n=1, key="ask-1")
+    assert sorted(t.number for t in asked) == list(range(12))
+    by_number = {t.number: t.params for t in asked}
+    for number, configuration in enumerate(spec.portfolio):
+        assert {k: by_number[number][k] for k in configuration} == pytest.approx(configuration)
+    assert store.ask(spec, n=1, key="trials-99/0") == []
 
-    assert claimed.number == popped.number == 0
-    expected = {k: v for k, v in spec.portfolio[0].items() if k in spec.space}
-    assert {k: claimed.params[k] for k in expected} == pytest.approx(expected)
+
+def test_a_batch_that_never_returned_is_settled_from_the_study(store):
+    spec = _spec(limit=5)
+    store.create(spec)
+    told, running = store.ask(spec, n=1, key="trials-1/0")[0], store.ask(spec, n=1, key="trials-1/1")[0]
+    store.tell(spec, told.trial_id, TrialResult(number=told.number, trial_id=told.trial_id, state="COMPLETE",
+                                                params=told.params, score=0.5))
+    store.ask(spec, n=1, key="trials-2/0")  # another batch's trial: not this one's to settle
+
+    settled = store.collect(spec, "trials-1", state="CANCELLED", error="stopped")
+
+    assert [(r.number, r.state, r.score) for r in settled] == [(0, "COMPLETE", 0.5), (1, "CANCELLED", None)]
+    assert store.finished(running.trial_id).state == "CANCELLED"
+    # A cancelled trial gives its share of the budget back: 5 - 2 counted = 3 more fit.
+    assert len(store.ask(spec, n=5, key="trials-3/0")) == 3
