@@ -18,6 +18,7 @@ from pmls.contracts.experiments import HyperparameterExperiment
 from pmls.contracts.tuning import (
     CollectInput,
     CreateStudyInput,
+    LogTrialsInput,
     RecordTrialsInput,
     StartRunInput,
     StudySpec,
@@ -64,7 +65,7 @@ class TrialActivities:
                 batch.exhausted = True
                 break
             spec = asked[0]
-            result = self.studies.finished(spec.trial_id)
+            result = self.studies.finished(spec.trial_id) if spec.claimed else None
             if result is None:
                 activity.heartbeat(f"trial {spec.number}")
                 result = self._evaluate(TrialInput(job_id=inp.job_id, study=inp.study, trial=spec,
@@ -141,7 +142,7 @@ class StudyActivities:
 
     @activity.defn(name="record_trials")
     async def record_trials(self, inp: RecordTrialsInput) -> None:
-        """Rows in PostgreSQL, the job's trial list in Redis, one nested MLflow run per trial."""
+        """Rows in PostgreSQL and the job's trial list in Redis (the nested MLflow runs: ``log_trials``)."""
         for result in inp.results:
             if result.state == "CANCELLED" and result.trial_id is not None:
                 await asyncio.to_thread(self.studies.tell, inp.study, result.trial_id, result)
@@ -149,8 +150,11 @@ class StudyActivities:
         await self.experiments.upsert(rows)
         trials = [HyperparameterExperiment.model_validate(r) for r in await self.experiments.list(inp.job_id)]
         await self.cache.set_experiments(inp.job_id, trials)
-        if inp.mlflow_run_id:
-            await asyncio.to_thread(self.registry.log_trials, inp.mlflow_run_id, inp.study.family.value, inp.results)
+
+    @activity.defn(name="log_trials")
+    async def log_trials(self, inp: LogTrialsInput) -> None:
+        """One nested MLflow run per trial under the job's run (parameters, CV score per fold), idempotent."""
+        await asyncio.to_thread(self.registry.log_trials, inp.mlflow_run_id, inp.family.value, inp.results)
 
 
 def study_spec(inp: CreateStudyInput) -> StudySpec:

@@ -6,7 +6,7 @@ batch of one): a child workflow per trial costs ~300 ms and an activity per tria
 the servers' CPU beside the trial, a large share of a 1-2 s trial (see PITFALLS.md and bench/overhead).
 Trials are keyed ``trials-{k}/{i}`` in the study, so a retried batch repeats none; a batch that is
 cancelled or fails for good has its trials settled from the study (``collect_trials``). Results are recorded
-in the background. The history stays bounded by continuing as new; the study (PostgreSQL) is the source of
+in the background: rows every few seconds, nested MLflow runs every minute. The history stays bounded by continuing as new; the study (PostgreSQL) is the source of
 truth.
 """
 
@@ -23,6 +23,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from pmls.contracts.tuning import (
         CollectInput,
+        LogTrialsInput,
         RecordTrialsInput,
         TrialBatch,
         TrialBatchInput,
@@ -39,8 +40,8 @@ IO_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=1
 # infrastructure (a dead worker, the database restarting), so give it a few attempts over half a minute.
 TRIAL_RETRY = RetryPolicy(maximum_attempts=6, initial_interval=timedelta(seconds=2), backoff_coefficient=2,
                           maximum_interval=timedelta(seconds=15), non_retryable_error_types=["DataError"])
-RECORD_EVERY = 10
-RECORD_SECONDS = 5.0
+ROWS_EVERY, ROWS_SECONDS = 10, 5.0
+MLFLOW_EVERY, MLFLOW_SECONDS = 100, 60.0
 PROGRESS_SECONDS = 2.0
 TRIALS_PER_RUN = 250
 BATCH_SECONDS = 10.0
@@ -51,16 +52,18 @@ class TuningWorkflow:
     def __init__(self) -> None:
         self._running: dict[str, asyncio.Task] = {}  # batch id -> its activity
         self._exhausted = False
-        self._unrecorded: list[TrialResult] = []
-        self._last_record = None
+        self._channels: list[_Channel] = []
         self._last_progress = None
-        self._recorder: asyncio.Task | None = None
         self._signals: list[asyncio.Task] = []
 
     @workflow.run
     async def run(self, inp: TuningInput) -> TuningResult:
         self.inp, self.state = inp, inp.state or TuningState()
-        self._last_record = self._last_progress = workflow.now()
+        self._last_progress = workflow.now()
+        # Rows (PostgreSQL, Redis) soon after each batch; nested MLflow runs, the costlier write, seldom.
+        self._channels = [_Channel(self._record_rows, ROWS_EVERY, ROWS_SECONDS, workflow.now())]
+        if inp.mlflow_run_id:
+            self._channels.append(_Channel(self._log_runs, MLFLOW_EVERY, MLFLOW_SECONDS, workflow.now()))
         finished_at_start, stopped_by, draining = self.state.finished, "trials", False
         try:
             while True:
@@ -162,7 +165,8 @@ class TuningWorkflow:
             s.failed += 1
             s.first_error = s.first_error or result.error
         s.trial_seconds += result.duration_seconds
-        self._unrecorded.append(result)
+        for channel in self._channels:
+            channel.pending.append(result)
 
     async def _stop_running(self) -> None:
         """Cancel the running batches; what each told stays, what each left running is settled CANCELLED."""
@@ -177,30 +181,20 @@ class TuningWorkflow:
         self._running.clear()
 
     def _record(self) -> None:
-        """Record a batch in the background (one batch in flight at a time); a failed batch fails the run."""
-        if self._recorder is not None:
-            if not self._recorder.done():
-                return
-            self._recorder.result()
-            self._recorder = None
-        due = (workflow.now() - self._last_record).total_seconds() >= RECORD_SECONDS
-        if not self._unrecorded or not (due or len(self._unrecorded) >= RECORD_EVERY):
-            return
-        batch, self._unrecorded = self._unrecorded, []
-        self._last_record = workflow.now()
-        self._recorder = asyncio.create_task(self._record_batch(batch))
-
-    async def _record_batch(self, batch: list[TrialResult]) -> None:
-        await self._io("record_trials", RecordTrialsInput(job_id=self.inp.job_id, study=self.inp.study,
-                                                          results=batch, mlflow_run_id=self.inp.mlflow_run_id))
+        for channel in self._channels:
+            channel.poll(workflow.now())
 
     async def _flush_records(self) -> None:
-        if self._recorder is not None:
-            await self._recorder
-            self._recorder = None
-        if self._unrecorded:
-            batch, self._unrecorded = self._unrecorded, []
-            await self._record_batch(batch)
+        for channel in self._channels:
+            await channel.flush()
+
+    async def _record_rows(self, batch: list[TrialResult]) -> None:
+        await self._io("record_trials", RecordTrialsInput(job_id=self.inp.job_id, study=self.inp.study,
+                                                          results=batch))
+
+    async def _log_runs(self, batch: list[TrialResult]) -> None:
+        await self._io("log_trials", LogTrialsInput(mlflow_run_id=self.inp.mlflow_run_id,
+                                                    family=self.inp.study.family, results=batch))
 
     def _report_progress(self) -> None:
         """Signal the parent (fire and forget: a lost update is replaced by the next one)."""
@@ -241,6 +235,35 @@ class TuningWorkflow:
     async def _io(self, name: str, arg, result_type=None):
         return await workflow.execute_activity(name, arg, result_type=result_type,
                                                start_to_close_timeout=timedelta(minutes=2), retry_policy=IO_RETRY)
+
+
+class _Channel:
+    """Results waiting for one kind of write, sent in the background in batches, one batch in flight; a
+    batch that fails for good fails the run."""
+
+    def __init__(self, send, every: int, seconds: float, now) -> None:
+        self.send, self.every, self.seconds, self.last = send, every, seconds, now
+        self.pending: list[TrialResult] = []
+        self.task: asyncio.Task | None = None
+
+    def poll(self, now) -> None:
+        if self.task is not None:
+            if not self.task.done():
+                return
+            self.task.result()
+            self.task = None
+        due = (now - self.last).total_seconds() >= self.seconds
+        if self.pending and (due or len(self.pending) >= self.every):
+            batch, self.pending, self.last = self.pending, [], now
+            self.task = asyncio.create_task(self.send(batch))
+
+    async def flush(self) -> None:
+        if self.task is not None:
+            await self.task
+            self.task = None
+        if self.pending:
+            batch, self.pending = self.pending, []
+            await self.send(batch)
 
 
 def _better(score: float | None, best: float | None, direction: str) -> bool:

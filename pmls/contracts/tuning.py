@@ -54,6 +54,7 @@ class TrialSpec(BaseModel):
     number: int
     trial_id: int
     params: dict[str, Any]
+    claimed: bool = False  # asked before under the same key (a retry): it may have been told already
 
 
 class TrialInput(BaseModel):
@@ -112,7 +113,12 @@ class RecordTrialsInput(BaseModel):
     job_id: str
     study: StudySpec
     results: list[TrialResult]
-    mlflow_run_id: str | None = None
+
+
+class LogTrialsInput(BaseModel):
+    mlflow_run_id: str
+    family: ModelType
+    results: list[TrialResult]
 
 
 class TuningState(BaseModel):

@@ -11,9 +11,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from sqlalchemy import text
 
@@ -24,6 +24,7 @@ log = logging.getLogger("pmls.studies")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ASK_KEY = "pmls_ask_key"
 RESULT = "pmls_result"
+MIRRORS = 16  # studies whose in-memory copy a process keeps
 
 
 def create_tables(url: str) -> None:
@@ -44,6 +45,8 @@ class StudyStore:
             engine_kwargs={"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True},
         )
         self._local = threading.Lock()
+        self._mirrors: dict[str, _Mirror] = {}  # most recently used last
+        self._ids: dict[str, int] = {}
 
     def _load(self, spec: StudySpec, *, seed_offset: int = 0) -> optuna.Study:
         # Samplers and pruners are not stored: without them load_study silently uses the defaults.
@@ -61,43 +64,21 @@ class StudyStore:
         """Up to ``n`` new trials keyed ``key`` (never past the study's limit); asked again with the same key,
         the same trials.
 
-        The sampler works on an in-memory copy of the study read in one query (Optuna's samplers read the
-        storage once per parameter: over PostgreSQL that was ~0.2 s an ask at 50 trials, growing with every
-        trial), and each new trial is written whole, parameters and key, in one transaction: a restart can
+        The sampler works on an in-memory copy of the study kept in this process and brought up to date
+        with one small read (Optuna's samplers read the storage once per parameter: over PostgreSQL that was
+        ~0.1 s an ask at 50 trials, growing with every trial), and each new trial is written whole, parameters and key, in one transaction: a restart can
         interrupt an ask only before or after it, never half-way. Asks on one study take turns (an advisory
         lock), so each sees the trials the others started (TPE's constant liar) and the first trials take the
         family's portfolio configurations one each, by trial number.
         """
         with self._turn(spec):
             study_id = self._study_id(spec)
-            trials = self.storage.get_all_trials(study_id, deepcopy=False)
-            claimed = [t for t in trials if t.user_attrs.get(ASK_KEY) == key]
-            if claimed:
-                return [_spec(t) for t in sorted(claimed, key=lambda t: t.number)]
-            # Trials we cancelled unrun (a budget or a continue-as-new boundary) do not use up the budget.
-            started = sum(1 for t in trials if t.state is not TrialState.WAITING and not _cancelled(t))
-            limit = min(spec.limit, grid_size(spec.space)) if spec.method == "grid" else spec.limit
-            room = max(0, min(n, limit - started))
-            if not room:
-                return []
-            # A sampler rebuilt with the same seed repeats its start-up suggestions: derive it from the count.
-            copy = optuna.create_study(direction=spec.direction,
-                                       sampler=make_sampler(spec.method, spec.seed + started, spec.space))
-            copy.add_trials(trials)
-            dists = distributions(spec.space)
-            out = []
-            for _ in range(room):
-                number = len(copy.trials)
-                if number < len(spec.portfolio):
-                    copy.enqueue_trial(spec.portfolio[number])
-                asked = copy.ask(dists)
-                frozen = copy._storage.get_trial(asked._trial_id)
-                trial_id = self.storage.create_new_trial(study_id, template_trial=optuna.trial.FrozenTrial(
-                    number=-1, trial_id=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
-                    datetime_complete=None, params=frozen.params, distributions=frozen.distributions,
-                    user_attrs={ASK_KEY: key}, system_attrs=frozen.system_attrs, intermediate_values={}))
-                out.append(TrialSpec(number=self.storage.get_trial_number_from_id(trial_id), trial_id=trial_id,
-                                     params=dict(frozen.params)))
+            mirror = self._mirrors.pop(spec.study, None) or _Mirror(spec.direction)
+            # On an error the mirror is dropped (it may hold a trial the database does not) and read anew.
+            out = mirror.ask(self.storage, study_id, spec, n=n, key=key)
+            self._mirrors[spec.study] = mirror
+            while len(self._mirrors) > MIRRORS:
+                self._mirrors.pop(next(iter(self._mirrors)))
             return out
 
     @contextmanager
@@ -129,7 +110,9 @@ class StudyStore:
         return sorted(out, key=lambda r: r.number)
 
     def _study_id(self, spec: StudySpec) -> int:
-        return self.storage.get_study_id_from_name(spec.study)
+        if spec.study not in self._ids:
+            self._ids[spec.study] = self.storage.get_study_id_from_name(spec.study)
+        return self._ids[spec.study]
 
     def report(self, spec: StudySpec, trial_id: int, value: float, step: int) -> bool:
         """Report an intermediate score; True when the pruner says stop."""
@@ -145,21 +128,85 @@ class StudyStore:
         return TrialResult.model_validate(trial.user_attrs[RESULT])
 
     def tell(self, spec: StudySpec, trial_id: int, result: TrialResult) -> None:
-        """Store the full result on the trial, then tell Optuna (both safe to repeat)."""
-        if self.storage.get_trial(trial_id).state.is_finished():
-            return
-        self.storage.set_trial_user_attr(trial_id, RESULT, result.model_dump(mode="json"))
-        study = self._load(spec)
+        """Store the full result on the trial, then finish it (two writes; both refused once it is finished,
+        so a repeated tell changes nothing)."""
         state = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED}.get(result.state, TrialState.FAIL)
-        value: Any = result.score if state is TrialState.COMPLETE else None
-        if state is TrialState.PRUNED and result.fold_scores:
-            value = None  # the pruner already has the intermediate values
-        study.tell(self.storage.get_trial_number_from_id(trial_id), value, state=state, skip_if_finished=True)
+        # A pruned trial keeps its last intermediate value (the CV mean over the folds it ran), as Optuna does.
+        values = [float(result.score)] if state is not TrialState.FAIL and result.score is not None else None
+        try:
+            self.storage.set_trial_user_attr(trial_id, RESULT, result.model_dump(mode="json"))
+            self.storage.set_trial_state_values(trial_id, state, values)
+        except UpdateFinishedTrialError:
+            return
+
+
+class _Mirror:
+    """An in-memory copy of one study, for the sampler: read whole once, then only the trials that are new
+    or were unfinished at the last read (finished trials never change). Trial ids grow in creation order
+    because asks take turns, so "new" is "id above the last seen"."""
+
+    def __init__(self, direction: str) -> None:
+        self.study = optuna.create_study(direction=direction)
+        self.ids: dict[int, int] = {}  # database trial id -> in-memory trial id
+        self.unfinished: set[int] = set()
+        self.last_id = -1
+
+    def refresh(self, storage: optuna.storages.RDBStorage, study_id: int) -> None:
+        mem = self.study._storage
+        read = storage._get_trials(study_id, states=None, included_trial_ids=set(self.unfinished),
+                                   trial_id_greater_than=self.last_id)
+        for t in sorted(read, key=lambda t: t._trial_id):
+            if t._trial_id not in self.ids:
+                self.study.add_trial(t)
+                self.ids[t._trial_id] = mem.get_trial_id_from_study_id_trial_number(self.study._study_id, t.number)
+                self.last_id = max(self.last_id, t._trial_id)
+                if not t.state.is_finished():
+                    self.unfinished.add(t._trial_id)
+            elif t.state.is_finished():
+                mine = self.ids[t._trial_id]
+                for step, value in t.intermediate_values.items():
+                    mem.set_trial_intermediate_value(mine, step, value)
+                for name, value in t.user_attrs.items():
+                    mem.set_trial_user_attr(mine, name, value)
+                mem.set_trial_state_values(mine, t.state, t.values)
+                self.unfinished.discard(t._trial_id)
+
+    def ask(self, storage: optuna.storages.RDBStorage, study_id: int, spec: StudySpec, *, n: int,
+            key: str) -> list[TrialSpec]:
+        self.refresh(storage, study_id)
+        trials = self.study.get_trials(deepcopy=False)
+        claimed = [t for t in trials if t.user_attrs.get(ASK_KEY) == key]
+        if claimed:
+            by_mem = {mem: db for db, mem in self.ids.items()}
+            return [TrialSpec(number=t.number, trial_id=by_mem[t._trial_id], params=dict(t.params), claimed=True)
+                    for t in sorted(claimed, key=lambda t: t.number)]
+        # Trials we cancelled unrun (a budget or a continue-as-new boundary) do not use up the budget.
+        started = sum(1 for t in trials if t.state is not TrialState.WAITING and not _cancelled(t))
+        limit = min(spec.limit, grid_size(spec.space)) if spec.method == "grid" else spec.limit
+        room = max(0, min(n, limit - started))
+        # A sampler rebuilt with the same seed repeats its start-up suggestions: derive it from the count.
+        self.study.sampler = make_sampler(spec.method, spec.seed + started, spec.space)
+        dists = distributions(spec.space)
+        out = []
+        for _ in range(room):
+            number = len(self.study.get_trials(deepcopy=False))
+            if number < len(spec.portfolio):
+                self.study.enqueue_trial(spec.portfolio[number])
+            asked = self.study.ask(dists)
+            asked.set_user_attr(ASK_KEY, key)
+            frozen = self.study._storage.get_trial(asked._trial_id)
+            trial_id = storage.create_new_trial(study_id, template_trial=optuna.trial.FrozenTrial(
+                number=-1, trial_id=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
+                datetime_complete=None, params=frozen.params, distributions=frozen.distributions,
+                user_attrs={ASK_KEY: key}, system_attrs=frozen.system_attrs, intermediate_values={}))
+            self.ids[trial_id] = asked._trial_id
+            self.unfinished.add(trial_id)
+            self.last_id = max(self.last_id, trial_id)
+            out.append(TrialSpec(number=frozen.number, trial_id=trial_id, params=dict(frozen.params)))
+        return out
 
 
 def _cancelled(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.user_attrs.get(RESULT, {}).get("state") == "CANCELLED"
 
 
-def _spec(trial: optuna.trial.FrozenTrial) -> TrialSpec:
-    return TrialSpec(number=trial.number, trial_id=trial._trial_id, params=dict(trial.params))
