@@ -394,7 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (~2 minutes): 6 trials on a smaller data set")
     parser.add_argument("--rows", type=int, default=None,
-                        help="rows of the generated data set (default 8000; --quick: 4000)")
+                        help="rows of the generated data set (default 2500: a TPE trial then takes 1-2 s on "
+                             "2 cores; --quick: 2000)")
     parser.add_argument("--slots", default="1,2", help="trial-slot settings for the service side (default 1,2)")
     parser.add_argument("--seed", type=int, default=SEED, help=f"data, prepare and TPE seed (default {SEED})")
     parser.add_argument("--timeout", type=float, default=None,
@@ -406,7 +407,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown on stdout")
     args = parser.parse_args(argv)
     args.trials = args.trials or (6 if args.quick else 50)
-    args.rows = args.rows or (4_000 if args.quick else 8_000)
+    args.rows = args.rows or (2_000 if args.quick else 2_500)
     args.slots = [int(s) for s in str(args.slots).split(",") if s.strip()]
     args.timeout = args.timeout or 60 + 30 * args.trials
     return args

@@ -33,7 +33,9 @@ def test_an_ask_repeated_with_its_key_returns_the_same_trials_and_counts_them_on
 
     assert [t.number for t in first] == [0, 1]
     assert all(set(t.params) == set(spec.space) for t in first)
-    assert store.ask(spec, n=2, key="trials-1/0") == first  # a retried activity: nothing new is created
+    again = store.ask(spec, n=2, key="trials-1/0")  # a retried activity: nothing new is created
+    assert [(t.number, t.trial_id, t.params) for t in again] == [(t.number, t.trial_id, t.params) for t in first]
+    assert all(t.claimed for t in again) and not any(t.claimed for t in first)
     assert [t.number for t in store.ask(spec, n=5, key="trials-2/0")] == [2]  # one more fits the budget
     assert store.ask(spec, n=1, key="trials-3/0") == []
 
