@@ -66,10 +66,10 @@ class StudyStore:
 
         The sampler works on an in-memory copy of the study kept in this process and brought up to date
         with one small read (Optuna's samplers read the storage once per parameter: over PostgreSQL that was
-        ~0.1 s an ask at 50 trials, growing with every trial), and each new trial is written whole, parameters and key, in one transaction: a restart can
-        interrupt an ask only before or after it, never half-way. Asks on one study take turns (an advisory
-        lock), so each sees the trials the others started (TPE's constant liar) and the first trials take the
-        family's portfolio configurations one each, by trial number.
+        ~0.1 s an ask at 50 trials, growing with every trial). Each new trial is written whole, parameters
+        and key, in one transaction: a restart can interrupt an ask only before or after it, never half-way.
+        Asks on one study take turns (an advisory lock), so each sees the trials the others started (TPE's
+        constant liar) and the first trials take the family's portfolio configurations one each, by number.
         """
         with self._turn(spec):
             study_id = self._study_id(spec)
