@@ -142,10 +142,8 @@ class StudyActivities:
 
     @activity.defn(name="record_trials")
     async def record_trials(self, inp: RecordTrialsInput) -> None:
-        """Rows in PostgreSQL and the job's trial list in Redis (the nested MLflow runs: ``log_trials``)."""
-        for result in inp.results:
-            if result.state == "CANCELLED" and result.trial_id is not None:
-                await asyncio.to_thread(self.studies.tell, inp.study, result.trial_id, result)
+        """Rows in PostgreSQL and the job's trial list in Redis (the nested MLflow runs: ``log_trials``).
+        Every result here is already told to the study: by its batch, or by ``collect_trials``."""
         rows = [_row(inp, r) for r in inp.results]
         await self.experiments.upsert(rows)
         trials = [HyperparameterExperiment.model_validate(r) for r in await self.experiments.list(inp.job_id)]

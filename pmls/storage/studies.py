@@ -1,7 +1,7 @@
 """Optuna studies in PostgreSQL (RDBStorage), driven by ask/tell from activities.
 
 The study lives in its own database (Optuna keeps an ``alembic_version`` table of its own). Every
-operation is idempotent under activity retries: asks are keyed, tells use ``skip_if_finished``.
+operation is idempotent under activity retries: asks are keyed, and a tell is refused once the trial is finished.
 """
 
 from __future__ import annotations
@@ -48,13 +48,11 @@ class StudyStore:
         self._mirrors: dict[str, _Mirror] = {}  # most recently used last
         self._ids: dict[str, int] = {}
 
-    def _load(self, spec: StudySpec, *, seed_offset: int = 0) -> optuna.Study:
-        # Samplers and pruners are not stored: without them load_study silently uses the defaults.
-        return optuna.load_study(
-            study_name=spec.study, storage=self.storage,
-            sampler=make_sampler(spec.method, spec.seed + seed_offset, spec.space),
-            pruner=make_pruner(spec.pruner, spec.folds),
-        )
+    def _load(self, spec: StudySpec) -> optuna.Study:
+        # Pruners are not stored: without one load_study silently uses the default (asks sample on a _Mirror).
+        return optuna.load_study(study_name=spec.study, storage=self.storage,
+                                 sampler=optuna.samplers.RandomSampler(),
+                                 pruner=make_pruner(spec.pruner, spec.folds))
 
     def create(self, spec: StudySpec) -> None:
         optuna.create_study(study_name=spec.study, storage=self.storage, direction=spec.direction,
