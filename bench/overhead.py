@@ -23,6 +23,9 @@ written to Parquet) and the same ``TrainingRequest`` periods:
   validation, load, split, preparation, study creation and the batched recording of trial rows). The
   job's total time to COMPLETED (final fit, MLflow registration, publishing) is shown separately.
 
+The plain loop runs again after the services over the same configurations (A-B-A); the ratio's
+reference is the mean of both plain walls, since this machine's speed drifts within minutes.
+
 Per-trial means come from the objective's own timing (plain) and from the trials endpoint's
 ``experiment_duration_minutes`` (service). The implied orchestration overhead per trial is
 ``(wall - sum of trial durations / slots) / N``: everything the wall clock saw that was not a trial
@@ -135,9 +138,10 @@ class Side:
     @property
     def overhead_ms(self) -> float | None:
         """Wall time per trial beyond the trials themselves running in the slots."""
-        if self.wall is None or not self.durations or not self.trials:
+        wall = self.extra.get("plain_first_s", self.wall)  # the plain loop's own run, not the A-B-A mean
+        if wall is None or not self.durations or not self.trials:
             return None
-        return (self.wall - sum(self.durations) / self.slots) / self.trials * 1000
+        return (wall - sum(self.durations) / self.slots) / self.trials * 1000
 
 
 # --------------------------------------------------------------------------- plain
@@ -394,8 +398,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (~2 minutes): 6 trials on a smaller data set")
     parser.add_argument("--rows", type=int, default=None,
-                        help="rows of the generated data set (default 2500: a TPE trial then takes 1-2 s on "
-                             "2 cores; --quick: 2000)")
+                        help="rows of the generated data set (default 2500: a TPE trial then takes ~0.6-1.2 s on 2 "
+                             "cores, depending on the day's machine speed; --quick: 2000)")
     parser.add_argument("--slots", default="1,2", help="trial-slot settings for the service side (default 1,2)")
     parser.add_argument("--seed", type=int, default=SEED, help=f"data, prepare and TPE seed (default {SEED})")
     parser.add_argument("--timeout", type=float, default=None,
@@ -431,6 +435,13 @@ def main(argv: list[str] | None = None) -> None:
             run_service(source, args.trials, slots, args.seed, timeout=args.timeout, keep_home=args.keep_home)
             for slots in args.slots
         ]
+        # The plain loop once more, after the services (A-B-A): this machine's speed drifts within minutes, and
+        # the reference is the mean of the two plain runs, both of which are printed.
+        if services:
+            again = run_plain_same(source, plain.params, args.seed)
+            plain.extra["plain_again_s"] = again
+            plain.extra["plain_first_s"] = plain.wall
+            plain.wall = (plain.wall + again) / 2
         # One slot evaluates the plain loop's very configurations (same seeds, same ask schedule). With
         # two slots the sampler sees two running trials per ask and the trials get one thread each, so the
         # configurations differ: the plain loop re-runs that side's own list to compare equal work.
@@ -447,6 +458,9 @@ def main(argv: list[str] | None = None) -> None:
         f"min {min(plain.durations):.2f} s, max {max(plain.durations):.2f} s); "
         f"plain preparation {plain.extra['prepare_s']:.2f} s, optimize {plain.extra['optimize_s']:.1f} s",
     ]
+    if "plain_again_s" in plain.extra:
+        footer.append(f"plain wall: {plain.extra['plain_first_s']:.1f} s before the services, "
+                      f"{plain.extra['plain_again_s']:.1f} s after them (same configurations); the table uses the mean")
     for side in services:
         if "stack_start_s" in side.extra:
             footer.append(f"{side.name}: stack start, workers warm and polling: {side.extra['stack_start_s']:.1f} s (not in the wall time)")

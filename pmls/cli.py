@@ -237,12 +237,20 @@ def deploy(model_id: str, alias: str = "production") -> None:
 # -- processes ---------------------------------------------------------------------------------
 @app.command()
 def worker(queue: Annotated[str, typer.Option(help="task queue: pmls-training or pmls-trials")] = "pmls-training",
+           slots: Annotated[int | None, typer.Option(
+               min=1, help="pmls-trials: trials this process runs at once (default: PMLS_TRIAL_SLOTS)")] = None,
+           threads: Annotated[int | None, typer.Option(
+               min=1, help="pmls-trials: threads per trial (default: cores / PMLS_TRIAL_SLOTS)")] = None,
            verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> None:
-    """Run a worker for one task queue (add more processes to scale out)."""
+    """Run a worker for one task queue (add more processes to scale out).
+
+    `pmls up` starts one pmls-trials process per trial slot (PMLS_TRIAL_PROCESSES to change that): trials in
+    separate processes do not contend for Python's interpreter lock between boosting rounds or batches.
+    """
     from workers.main import run_worker
 
     _logging(verbose)
-    asyncio.run(run_worker(queue))
+    asyncio.run(run_worker(queue, slots=slots, threads=threads))
 
 
 @app.command()

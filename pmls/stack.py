@@ -166,8 +166,9 @@ class Stack:
                 self._start_part(self._mlflow())
             if self.with_workers:
                 progress("starting workers")
-                for queue in (s.temporal.task_queue, s.temporal.trials_task_queue):
-                    self._start_part(self._worker(queue))
+                self._start_part(self._worker(s.temporal.task_queue))
+                for process in range(s.worker.processes):
+                    self._start_part(self._trials_worker(process))
             if self.with_api:
                 progress("starting the API")
                 self._start_part(self._api())
@@ -190,15 +191,16 @@ class Stack:
         from workers.main import connect_temporal
 
         t = self.settings.temporal
-        queues = [(t.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-                  (t.trials_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)]
+        queues = [(t.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, 1),
+                  (t.trials_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, self.settings.worker.processes)]
 
         async def polled() -> None:
             client = await connect_temporal(self.settings)
             deadline = time.monotonic() + timeout
-            for name, kind in queues:
-                while not (await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-                        namespace=client.namespace, task_queue=TaskQueue(name=name), task_queue_type=kind))).pollers:
+            for name, kind, count in queues:
+                while len((await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                        namespace=client.namespace, task_queue=TaskQueue(name=name), task_queue_type=kind))).pollers
+                          ) < count:
                     if time.monotonic() > deadline:
                         raise StackError(f"no worker polls {name} after {timeout:.0f} s; see {self._logs('worker-' + name)}")
                     await asyncio.sleep(0.5)
@@ -368,10 +370,16 @@ class Stack:
         return Part(name="mlflow", argv=argv, logfile=self._logs("mlflow"), env=env, ready_timeout=180,
                     ready=lambda: _http_ok(f"http://127.0.0.1:{port}/health"), restart=True)
 
-    def _worker(self, queue: str) -> Part:
-        return Part(name=f"worker-{queue}", argv=[sys.executable, "-m", "pmls.cli", "worker", "--queue", queue],
-                    logfile=self._logs(f"worker-{queue}"), env=self.child_env(), restart=True,
-                    ready=lambda: True)
+    def _worker(self, queue: str, name: str | None = None, options: tuple[str, ...] = ()) -> Part:
+        name = name or f"worker-{queue}"
+        return Part(name=name, argv=[sys.executable, "-m", "pmls.cli", "worker", "--queue", queue, *options],
+                    logfile=self._logs(name), env=self.child_env(), restart=True, ready=lambda: True)
+
+    def _trials_worker(self, process: int) -> Part:
+        """Trials worker ``process`` (0-based; the first is named ``worker-pmls-trials``, the next ``-2``, ...)."""
+        w, queue = self.settings.worker, self.settings.temporal.trials_task_queue
+        name = f"worker-{queue}" + (f"-{process + 1}" if process else "")
+        return self._worker(queue, name, ("--slots", str(w.slots_of(process)), "--threads", str(w.threads_per_trial)))
 
     def _api(self) -> Part:
         api = self.settings.api

@@ -1,16 +1,17 @@
 """``pmls worker --queue NAME``: the worker for one task queue.
 
 ``pmls-training`` runs the workflows and the light I/O activities (and the outbox relay);
-``pmls-trials`` runs the CPU-heavy activities in a thread pool, one slot per core by default.
-They are separate processes so that training never starves the workflow event loop.
+``pmls-trials`` runs the CPU-heavy activities in a thread pool of ``--slots`` threads; ``pmls up`` starts one
+such process per trial slot by default, so that concurrent trials never share an interpreter lock. They are
+separate processes so that training never starves the workflow event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -73,15 +74,17 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
         await pool.close()
 
 
-async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Event) -> None:
+async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Event, *, slots: int | None = None,
+                            threads: int | None = None) -> None:
     from activities.champion import ChampionActivities
     from activities.data import DataActivities
     from activities.tuning import TrialActivities
     from pmls.storage.registry import ModelRegistry
     from pmls.storage.studies import StudyStore
 
-    slots = settings.worker.trial_slots
-    threads = max(1, (os.cpu_count() or 1) // slots)
+    slots = slots or settings.worker.trial_slots
+    threads = threads or settings.worker.threads_per_trial
+    log.info("trials worker: %d slot%s of %d thread%s", slots, "s" * (slots > 1), threads, "s" * (threads > 1))
     _limit_torch_threads(threads)
     data = DataActivities(settings.artifacts, threads_per_trial=threads)
     trials = TrialActivities(data, StudyStore(settings.database.optuna_url))
@@ -131,9 +134,11 @@ def warm_up() -> None:
     log.info("warm-up imports done in %.1f s", time.monotonic() - started)
 
 
-async def run_worker(queue: str, settings: Settings | None = None) -> None:
+async def run_worker(queue: str, settings: Settings | None = None, *, slots: int | None = None,
+                     threads: int | None = None) -> None:
     settings = settings or Settings()
-    runners = {settings.temporal.task_queue: run_training_worker, settings.temporal.trials_task_queue: run_trials_worker}
+    runners = {settings.temporal.task_queue: run_training_worker,
+               settings.temporal.trials_task_queue: functools.partial(run_trials_worker, slots=slots, threads=threads)}
     if queue not in runners:
         raise SystemExit(f"unknown queue {queue!r}; choose one of: {', '.join(runners)}")
     stop = asyncio.Event()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import mlflow
@@ -22,6 +23,7 @@ from pmls.contracts.workflow import RegisteredModel, SplitRef, TrainedModelRef
 log = logging.getLogger("pmls.registry")
 JOB_TAG = "pmls.job_id"
 TRIAL_TAG = "pmls.trial"
+LOG_THREADS = 4  # nested trial runs logged at once
 
 
 class ModelRegistry:
@@ -97,10 +99,9 @@ class ModelRegistry:
         seen = {r.data.tags.get(TRIAL_TAG) for r in self.client.search_runs(
             [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10_000)}
         now = int(time.time() * 1000)
-        for result in results:
+
+        def log(result) -> None:
             key = f"{family.lower()}/trial-{result.number}"
-            if key in seen:
-                continue
             run = self.client.create_run(experiment, run_name=key, tags={
                 "mlflow.parentRunId": parent_run_id, TRIAL_TAG: key, "pmls.state": result.state})
             metrics = [Metric("duration_seconds", result.duration_seconds, now, 0)]
@@ -112,6 +113,12 @@ class ModelRegistry:
             self.client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
             status = "FINISHED" if result.state == "COMPLETE" else "KILLED" if result.state != "FAILED" else "FAILED"
             self.client.set_terminated(run.info.run_id, status)
+
+        todo = [r for r in results if f"{family.lower()}/trial-{r.number}" not in seen]
+        # Three requests per run, each mostly a wait on the server's database: a few at a time.
+        with ThreadPoolExecutor(max_workers=min(LOG_THREADS, max(len(todo), 1))) as pool:
+            for done in [pool.submit(log, r) for r in todo]:
+                done.result()
 
     def champion(self, model_name: str, alias: str, *, exclude_job: str) -> Any | None:
         """The version aliased ``alias`` (production); before any deployment, the latest registered one."""

@@ -6,11 +6,12 @@ operation is idempotent under activity retries: asks are keyed, and a tell is re
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -193,15 +194,57 @@ class _Mirror:
             asked = self.study.ask(dists)
             asked.set_user_attr(ASK_KEY, key)
             frozen = self.study._storage.get_trial(asked._trial_id)
-            trial_id = storage.create_new_trial(study_id, template_trial=optuna.trial.FrozenTrial(
-                number=-1, trial_id=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
-                datetime_complete=None, params=frozen.params, distributions=frozen.distributions,
-                user_attrs={ASK_KEY: key}, system_attrs=frozen.system_attrs, intermediate_values={}))
+            trial_id = _insert_trial(storage, study_id, frozen)
             self.ids[trial_id] = asked._trial_id
             self.unfinished.add(trial_id)
             self.last_id = max(self.last_id, trial_id)
             out.append(TrialSpec(number=frozen.number, trial_id=trial_id, params=dict(frozen.params)))
         return out
+
+
+# One statement, one round trip: the trial (numbered as Optuna numbers it, by the trials before it: asks take
+# turns, so the count is stable), its parameters and its attributes. Optuna's own create_new_trial issues ~30
+# statements for a LightGBM space (a compatibility check per parameter): ~25 ms of each ask.
+_INSERT_TRIAL = text("""
+WITH t AS (
+    INSERT INTO trials (number, study_id, state, datetime_start)
+    SELECT count(*), :study_id, 'RUNNING', :started FROM trials WHERE study_id = :study_id
+    RETURNING trial_id, number
+), p AS (
+    INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json)
+    SELECT t.trial_id, x.name, x.value, x.dist FROM t, jsonb_to_recordset(CAST(:params AS jsonb))
+        AS x(name text, value double precision, dist text)
+), u AS (
+    INSERT INTO trial_user_attributes (trial_id, key, value_json)
+    SELECT t.trial_id, x.key, x.value FROM t, jsonb_to_recordset(CAST(:user_attrs AS jsonb)) AS x(key text, value text)
+), s AS (
+    INSERT INTO trial_system_attributes (trial_id, key, value_json)
+    SELECT t.trial_id, x.key, x.value FROM t, jsonb_to_recordset(CAST(:system_attrs AS jsonb)) AS x(key text, value text)
+)
+SELECT trial_id, number FROM t
+""")
+
+
+def _insert_trial(storage: optuna.storages.RDBStorage, study_id: int, trial: optuna.trial.FrozenTrial) -> int:
+    """Write a RUNNING trial with the parameters and attributes of ``trial`` (sampled in memory); its id."""
+    from optuna.distributions import distribution_to_json
+
+    params = [{"name": k, "value": trial.distributions[k].to_internal_repr(v),
+               "dist": distribution_to_json(trial.distributions[k])} for k, v in trial.params.items()]
+
+    def attrs(items: dict) -> str:
+        return json.dumps([{"key": k, "value": json.dumps(v)} for k, v in items.items()])
+
+    started = datetime.now(UTC).replace(tzinfo=None)  # Optuna stores naive UTC
+    with storage.engine.begin() as conn:
+        row = conn.execute(_INSERT_TRIAL, {
+            "study_id": study_id, "started": started, "params": json.dumps(params),
+            "user_attrs": attrs(trial.user_attrs), "system_attrs": attrs(trial.system_attrs)}).one()
+        if row.number != trial.number:
+            # Another writer added trials outside the turns: roll back and fail this ask (the retry reads anew).
+            raise RuntimeError(f"study {study_id}: the new trial would be number {row.number} in the database but "
+                               f"{trial.number} in memory")
+    return int(row.trial_id)
 
 
 def _cancelled(trial: optuna.trial.FrozenTrial) -> bool:

@@ -43,6 +43,25 @@ def test_search_runs_exactly_the_requested_trials_and_records_each(api, settings
     assert len(nested) == 10
     events = [e for _, e in cache.xrange("pmls:events") if job_id in e["payload"]]
     assert '"hyperparameter_trials":10' in events[0]["payload"].replace(" ", "")
+    if settings.worker.processes >= 2:
+        # One trials worker per slot: the two batches started at once ran in two processes, not two threads of one.
+        assert len(_batch_workers(settings, f"{job_id}/lightgbm")) >= 2
+
+
+def _batch_workers(settings, workflow_id: str) -> set[str]:
+    """The identities of the workers that started the search's trial batches."""
+    async def identities(client) -> set[str]:
+        scheduled, started = {}, set()
+        async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+            elif event.HasField("activity_task_started_event_attributes"):
+                attrs = event.activity_task_started_event_attributes
+                if scheduled.get(attrs.scheduled_event_id) == "run_trials":
+                    started.add(attrs.identity)
+        return started
+
+    return temporal(settings, identities)
 
 
 def test_time_budget_stops_the_search_and_the_job_still_completes(api, demo_request):
