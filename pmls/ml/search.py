@@ -113,7 +113,9 @@ def grid(space: dict[str, ParameterRange], points: int = 5) -> dict[str, list]:
 def make_sampler(method: str, seed: int, space: dict[str, ParameterRange]) -> optuna.samplers.BaseSampler:
     """Samplers are not stored with the study: rebuild one per ask, seeded from the trial count."""
     if method == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+        # constant_liar: a trial still running in another slot counts as a poor result, so that parallel slots
+        # spread out instead of sampling next to each other (one slot never has a running trial when it asks).
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, constant_liar=True)
     if method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if method == "cmaes":
