@@ -471,6 +471,17 @@ def main(argv: list[str] | None = None) -> None:
             same = sum(1 for a, b in zip(side.params, plain.params, strict=False) if a == b)
             footer.append(f"{side.name}: {same} of {len(side.params)} configurations identical to the plain loop's"
                           + (" (equal work)" if same == len(side.params) == len(plain.params) else ""))
+    for side in services:
+        if side.slots == 1 and side.params == plain.params and side.overhead_ms is not None and plain.durations:
+            # Same configurations, same code, same threads: what the ratio would be if the machine kept one speed
+            # (the plain loop's own trial times plus the service's measured orchestration per trial). Contention
+            # from the service's own processes shows in its trial times, which this figure does not use.
+            steady = sum(plain.durations) + side.trials * side.overhead_ms / 1000
+            first = plain.extra.get("plain_first_s", plain.wall)
+            footer.append(f"{side.name}: at the plain loop's own trial times plus the service's orchestration "
+                          f"({side.overhead_ms:.0f} ms a trial against the plain loop's {plain.overhead_ms:.0f} ms), "
+                          f"the ratio would be {steady / first:.2f}; the service's trials averaged "
+                          f"{side.mean_trial:.2f} s against {plain.mean_trial:.2f} s")
     for side, wall in equal:
         if side.wall:
             footer.append(f"equal work: the plain loop over {side.name}'s own {len(side.params)} configurations "
