@@ -100,7 +100,7 @@ class ModelRegistry:
             [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10_000)}
         now = int(time.time() * 1000)
 
-        def log(result) -> None:
+        def log_one(result) -> None:
             key = f"{family.lower()}/trial-{result.number}"
             run = self.client.create_run(experiment, run_name=key, tags={
                 "mlflow.parentRunId": parent_run_id, TRIAL_TAG: key, "pmls.state": result.state})
@@ -117,7 +117,7 @@ class ModelRegistry:
         todo = [r for r in results if f"{family.lower()}/trial-{r.number}" not in seen]
         # Three requests per run, each mostly a wait on the server's database: a few at a time.
         with ThreadPoolExecutor(max_workers=min(LOG_THREADS, max(len(todo), 1))) as pool:
-            for done in [pool.submit(log, r) for r in todo]:
+            for done in [pool.submit(log_one, r) for r in todo]:
                 done.result()
 
     def champion(self, model_name: str, alias: str, *, exclude_job: str) -> Any | None:
