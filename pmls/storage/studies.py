@@ -75,10 +75,14 @@ class StudyStore:
             mirror = self._mirrors.pop(spec.study, None) or _Mirror(spec.direction)
             # On an error the mirror is dropped (it may hold a trial the database does not) and read anew.
             out = mirror.ask(self.storage, study_id, spec, n=n, key=key)
-            self._mirrors[spec.study] = mirror
-            while len(self._mirrors) > MIRRORS:
-                self._mirrors.pop(next(iter(self._mirrors)))
+            self._keep(spec, mirror)
             return out
+
+    def _keep(self, spec: StudySpec, mirror: _Mirror) -> None:
+        """Keep ``mirror`` as the most recently used (under ``self._local``); forget the least recently used."""
+        self._mirrors[spec.study] = mirror
+        while len(self._mirrors) > MIRRORS:
+            self._mirrors.pop(next(iter(self._mirrors)))
 
     @contextmanager
     def _turn(self, spec: StudySpec) -> Iterator[None]:
@@ -114,10 +118,27 @@ class StudyStore:
         return self._ids[spec.study]
 
     def report(self, spec: StudySpec, trial_id: int, value: float, step: int) -> bool:
-        """Report an intermediate score; True when the pruner says stop."""
-        trial = optuna.trial.Trial(self._load(spec), trial_id)
-        trial.report(value, step)
-        return trial.should_prune()
+        """Report an intermediate score (stored at once); True when the pruner says stop.
+
+        The median pruner compares with the finished trials' intermediate scores only: it decides on this
+        process's in-memory copy of the study, brought up to date with one small read (loading the study from
+        PostgreSQL cost 75 ms a fold at 50 trials and 128 ms at 200). Successive halving and hyperband keep
+        their rungs in the storage's trial attributes, shared across processes: they decide on the stored study.
+        """
+        if spec.pruner != "median":
+            trial = optuna.trial.Trial(self._load(spec), trial_id)
+            trial.report(value, step)
+            return trial.should_prune()
+        self.storage.set_trial_intermediate_value(trial_id, step, value)
+        with self._local:
+            mirror = self._mirrors.pop(spec.study, None) or _Mirror(spec.direction)
+            mirror.refresh(self.storage, self._study_id(spec))
+            mine = mirror.ids[trial_id]
+            memory = mirror.study._storage
+            memory.set_trial_intermediate_value(mine, step, value)
+            prune = bool(make_pruner(spec.pruner, spec.folds).prune(mirror.study, memory.get_trial(mine)))
+            self._keep(spec, mirror)
+            return prune
 
     def finished(self, trial_id: int) -> TrialResult | None:
         """The stored result of a trial already told (an activity retried after it succeeded)."""
