@@ -130,6 +130,14 @@ class Side:
     error: str | None = None
     load: tuple[float, float] | None = None  # 1-minute load average at start and end
     params: list[dict] = field(default_factory=list)  # service: the configurations its trials ran, in order
+    again: float | None = None  # plain: the same loop's wall once more, after the services (A-B-A)
+
+    @property
+    def reference(self) -> float | None:
+        """What the services are compared with: the mean of the plain walls before and after them."""
+        if self.wall is None or self.again is None:
+            return self.wall
+        return (self.wall + self.again) / 2
 
     @property
     def mean_trial(self) -> float | None:
@@ -138,10 +146,9 @@ class Side:
     @property
     def overhead_ms(self) -> float | None:
         """Wall time per trial beyond the trials themselves running in the slots."""
-        wall = self.extra.get("plain_first_s", self.wall)  # the plain loop's own run, not the A-B-A mean
-        if wall is None or not self.durations or not self.trials:
+        if self.wall is None or not self.durations or not self.trials:
             return None
-        return (wall - sum(self.durations) / self.slots) / self.trials * 1000
+        return (self.wall - sum(self.durations) / self.slots) / self.trials * 1000
 
 
 # --------------------------------------------------------------------------- plain
@@ -327,17 +334,17 @@ def rows(plain: Side, services: list[Side]) -> list[list[str]]:
     def fmt(value: float | None, spec: str) -> str:
         return "–" if value is None else format(value, spec)
 
-    out = []
+    out, ref = [], plain.reference
     for side in [plain, *services]:
         is_plain = side is plain
-        ratio = None if is_plain or side.wall is None or not plain.wall else side.wall / plain.wall
+        ratio = None if is_plain or side.wall is None or not ref else side.wall / ref
         target = TARGETS.get(side.slots)
         verdict = ""
         if ratio is not None and target is not None:
             verdict = " ✓" if ratio <= target else " ✗"
         vs_plain = None
-        if not is_plain and side.wall is not None and plain.wall and side.trials:
-            vs_plain = (side.wall - plain.wall) / side.trials * 1000
+        if not is_plain and side.wall is not None and ref and side.trials:
+            vs_plain = (side.wall - ref) / side.trials * 1000
         load = f"{side.load[0]:.1f} → {side.load[1]:.1f}" if side.load else "–"
         out.append([
             side.name, str(side.trials), fmt(side.wall, ".1f"),
@@ -350,9 +357,9 @@ def rows(plain: Side, services: list[Side]) -> list[list[str]]:
 
 
 NOTES = [
-    "wall: plain = load + split + prepare + study.optimize; service = POST /training/start until the trials "
-    "endpoint lists N finished trials.",
-    "overhead / trial = (wall − Σ trial durations ÷ slots) ÷ N; vs plain / trial = (service wall − plain wall) ÷ N.",
+    "wall: plain = load + split + prepare + study.optimize (its first run); service = POST /training/start until "
+    "the trials endpoint lists N finished trials. service / plain divides by the mean of the plain loop's two runs.",
+    "overhead / trial = (wall − Σ trial durations ÷ slots) ÷ N; vs plain / trial = (service wall − that mean) ÷ N.",
     "job total: POST until COMPLETED (adds the final fit, MLflow registration and publishing).",
     "Trial durations: the objective's own timing (plain), experiment_duration_minutes (service). With 2 slots "
     "each trial gets 1 thread (cores ÷ slots), so its duration is longer than a plain 2-thread trial.",
@@ -438,10 +445,7 @@ def main(argv: list[str] | None = None) -> None:
         # The plain loop once more, after the services (A-B-A): this machine's speed drifts within minutes, and
         # the reference is the mean of the two plain runs, both of which are printed.
         if services:
-            again = run_plain_same(source, plain.params, args.seed)
-            plain.extra["plain_again_s"] = again
-            plain.extra["plain_first_s"] = plain.wall
-            plain.wall = (plain.wall + again) / 2
+            plain.again = run_plain_same(source, plain.params, args.seed)
         # One slot evaluates the plain loop's very configurations (same seeds, same ask schedule). With
         # two slots the sampler sees two running trials per ask and the trials get one thread each, so the
         # configurations differ: the plain loop re-runs that side's own list to compare equal work.
@@ -458,9 +462,9 @@ def main(argv: list[str] | None = None) -> None:
         f"min {min(plain.durations):.2f} s, max {max(plain.durations):.2f} s); "
         f"plain preparation {plain.extra['prepare_s']:.2f} s, optimize {plain.extra['optimize_s']:.1f} s",
     ]
-    if "plain_again_s" in plain.extra:
-        footer.append(f"plain wall: {plain.extra['plain_first_s']:.1f} s before the services, "
-                      f"{plain.extra['plain_again_s']:.1f} s after them (same configurations); the table uses the mean")
+    if plain.again is not None:
+        footer.append(f"plain wall: {plain.wall:.1f} s before the services, {plain.again:.1f} s after them (same "
+                      f"configurations); the ratios use the mean, {plain.reference:.1f} s")
     for side in services:
         if "stack_start_s" in side.extra:
             footer.append(f"{side.name}: stack start, workers warm and polling: {side.extra['stack_start_s']:.1f} s (not in the wall time)")
@@ -477,10 +481,9 @@ def main(argv: list[str] | None = None) -> None:
             # (the plain loop's own trial times plus the service's measured orchestration per trial). Contention
             # from the service's own processes shows in its trial times, which this figure does not use.
             steady = sum(plain.durations) + side.trials * side.overhead_ms / 1000
-            first = plain.extra.get("plain_first_s", plain.wall)
             footer.append(f"{side.name}: at the plain loop's own trial times plus the service's orchestration "
                           f"({side.overhead_ms:.0f} ms a trial against the plain loop's {plain.overhead_ms:.0f} ms), "
-                          f"the ratio would be {steady / first:.2f}; the service's trials averaged "
+                          f"the ratio would be {steady / plain.wall:.2f}; the service's trials averaged "
                           f"{side.mean_trial:.2f} s against {plain.mean_trial:.2f} s")
     for side, wall in equal:
         if side.wall:

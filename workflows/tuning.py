@@ -6,8 +6,8 @@ batch of one): a child workflow per trial costs ~300 ms and an activity per tria
 the servers' CPU beside the trial, a large share of a 1-2 s trial (see PITFALLS.md and bench/overhead).
 Trials are keyed ``trials-{k}/{i}`` in the study, so a retried batch repeats none; a batch that is
 cancelled or fails for good has its trials settled from the study (``collect_trials``). Results are recorded
-in the background: rows every few seconds, nested MLflow runs every 15 s. The history stays bounded by continuing as new; the study (PostgreSQL) is the source of
-truth.
+in the background: rows every few seconds, nested MLflow runs every 15 s. The history stays bounded by
+continuing as new; the study (PostgreSQL) is the source of truth.
 """
 
 from __future__ import annotations

@@ -70,16 +70,17 @@ class StudyStore:
         Asks on one study take turns (an advisory lock), so each sees the trials the others started (TPE's
         constant liar) and the first trials take the family's portfolio configurations one each, by number.
         """
-        with self._turn(spec):
-            study_id = self._study_id(spec)
-            mirror = self._mirrors.pop(spec.study, None) or _Mirror(spec.direction)
-            # On an error the mirror is dropped (it may hold a trial the database does not) and read anew.
-            out = mirror.ask(self.storage, study_id, spec, n=n, key=key)
-            self._keep(spec, mirror)
-            return out
+        with self._turn(spec), self._mirror(spec) as mirror:
+            return mirror.ask(self.storage, self._study_id(spec), spec, n=n, key=key)
 
-    def _keep(self, spec: StudySpec, mirror: _Mirror) -> None:
-        """Keep ``mirror`` as the most recently used (under ``self._local``); forget the least recently used."""
+    @contextmanager
+    def _mirror(self, spec: StudySpec) -> Iterator[_Mirror]:
+        """This process's copy of the study, up to date; call under ``self._local``. Kept as the most recently
+        used when the block succeeds; on an error dropped (it may hold a trial the database does not) and read
+        anew next time."""
+        mirror = self._mirrors.pop(spec.study, None) or _Mirror(spec.direction)
+        mirror.refresh(self.storage, self._study_id(spec))
+        yield mirror
         self._mirrors[spec.study] = mirror
         while len(self._mirrors) > MIRRORS:
             self._mirrors.pop(next(iter(self._mirrors)))
@@ -130,15 +131,10 @@ class StudyStore:
             trial.report(value, step)
             return trial.should_prune()
         self.storage.set_trial_intermediate_value(trial_id, step, value)
-        with self._local:
-            mirror = self._mirrors.pop(spec.study, None) or _Mirror(spec.direction)
-            mirror.refresh(self.storage, self._study_id(spec))
-            mine = mirror.ids[trial_id]
-            memory = mirror.study._storage
+        with self._local, self._mirror(spec) as mirror:
+            memory, mine = mirror.study._storage, mirror.ids[trial_id]
             memory.set_trial_intermediate_value(mine, step, value)
-            prune = bool(make_pruner(spec.pruner, spec.folds).prune(mirror.study, memory.get_trial(mine)))
-            self._keep(spec, mirror)
-            return prune
+            return bool(make_pruner(spec.pruner, spec.folds).prune(mirror.study, memory.get_trial(mine)))
 
     def finished(self, trial_id: int) -> TrialResult | None:
         """The stored result of a trial already told (an activity retried after it succeeded)."""
@@ -161,9 +157,9 @@ class StudyStore:
 
 
 class _Mirror:
-    """An in-memory copy of one study, for the sampler: read whole once, then only the trials that are new
-    or were unfinished at the last read (finished trials never change). Trial ids grow in creation order
-    because asks take turns, so "new" is "id above the last seen"."""
+    """An in-memory copy of one study, for the sampler and the median pruner: read whole once, then only the
+    trials that are new or were unfinished at the last read (finished trials never change). Trial ids grow in
+    creation order because asks take turns, so "new" is "id above the last seen"."""
 
     def __init__(self, direction: str) -> None:
         self.study = optuna.create_study(direction=direction)
@@ -193,7 +189,6 @@ class _Mirror:
 
     def ask(self, storage: optuna.storages.RDBStorage, study_id: int, spec: StudySpec, *, n: int,
             key: str) -> list[TrialSpec]:
-        self.refresh(storage, study_id)
         trials = self.study.get_trials(deepcopy=False)
         claimed = [t for t in trials if t.user_attrs.get(ASK_KEY) == key]
         if claimed:

@@ -73,18 +73,21 @@ def test_a_batch_that_never_returned_is_settled_from_the_study(store):
 def test_the_median_pruner_stops_a_trial_behind_the_finished_ones_in_any_worker(store, settings):
     spec = _spec(limit=20).model_copy(update={"pruner": "median"})
     store.create(spec)
-    for i in range(6):  # the median pruner waits for five finished trials
-        trial = store.ask(spec, n=1, key=f"trials-1/{i}")[0]
+    # Another trials worker, with its own copy of the study: it sees the first worker's trials while they run,
+    # and its later decisions must see them finish.
+    other = StudyStore(settings.database.optuna_url)
+    behind = other.ask(spec, n=1, key="trials-2/0")[0]
+    running = [store.ask(spec, n=1, key=f"trials-1/{i}")[0] for i in range(6)]
+    assert other.report(spec, behind.trial_id, 0.9, 0) is False  # nothing finished yet: nothing to compare with
+    for trial in running:  # the median pruner waits for five finished trials
         assert not any(store.report(spec, trial.trial_id, 0.5, step) for step in range(3))
         store.tell(spec, trial.trial_id, TrialResult(number=trial.number, trial_id=trial.trial_id, params=trial.params,
                                                      state="COMPLETE", score=0.5, fold_scores=[0.5] * 3,
                                                      duration_seconds=1.0))
-    other = StudyStore(settings.database.optuna_url)  # another trials worker, with its own copy of the study
-    behind = other.ask(spec, n=1, key="trials-2/0")[0]
-    assert other.report(spec, behind.trial_id, 0.9, 0) is True  # minimised: far behind the median 0.5
+    assert other.report(spec, behind.trial_id, 0.9, 1) is True  # minimised: far behind the median 0.5
     ahead = other.ask(spec, n=1, key="trials-2/1")[0]
     assert other.report(spec, ahead.trial_id, 0.1, 0) is False
     assert other.report(spec, ahead.trial_id, 0.2, 1) is False
     # Every intermediate score is stored, where Optuna's own tools (and a retried batch) read it.
-    assert store.storage.get_trial(behind.trial_id).intermediate_values == {0: 0.9}
+    assert store.storage.get_trial(behind.trial_id).intermediate_values == {0: 0.9, 1: 0.9}
     assert store.storage.get_trial(ahead.trial_id).intermediate_values == {0: 0.1, 1: 0.2}
