@@ -180,8 +180,10 @@ class Stack:
         return self
 
     def wait_for_workers(self, timeout: float = 180.0) -> None:
-        """Until both task queues have pollers: a worker polls once its warm-up imports are done, so work
-        started after this runs at full speed from its first step (benchmarks start their clocks here)."""
+        """Until every worker this stack started polls its task queue (each by its process id: a worker killed a
+        moment ago is still listed among the queue's pollers for a while). A worker polls once its warm-up
+        imports are done, so work started after this runs at full speed from its first step (benchmarks start
+        their clocks here). Without workers of its own, until each queue has a poller."""
         import asyncio
 
         from temporalio.api.enums.v1 import TaskQueueType
@@ -191,19 +193,30 @@ class Stack:
         from workers.main import connect_temporal
 
         t = self.settings.temporal
-        queues = [(t.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, 1),
-                  (t.trials_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, self.settings.worker.processes)]
+        kinds = {t.task_queue: TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                 t.trials_task_queue: TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}
+        workers = [p for p in self.parts if p.name.startswith("worker-")]
+
+        def missing(polling: dict[str, set[str]]) -> list[str]:
+            if not workers:
+                return [queue for queue, ids in polling.items() if not ids]
+            return [p.name for p in workers if p.proc is None or not any(
+                i.startswith(f"{p.proc.pid}@") for i in polling[p.argv[p.argv.index("--queue") + 1]])]
 
         async def polled() -> None:
             client = await connect_temporal(self.settings)
             deadline = time.monotonic() + timeout
-            for name, kind, count in queues:
-                while len((await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-                        namespace=client.namespace, task_queue=TaskQueue(name=name), task_queue_type=kind))).pollers
-                          ) < count:
-                    if time.monotonic() > deadline:
-                        raise StackError(f"no worker polls {name} after {timeout:.0f} s; see {self._logs('worker-' + name)}")
-                    await asyncio.sleep(0.5)
+            while True:
+                polling = {queue: {p.identity for p in (await client.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue),
+                                             task_queue_type=kind))).pollers} for queue, kind in kinds.items()}
+                waiting = missing(polling)
+                if not waiting:
+                    return
+                if time.monotonic() > deadline:
+                    logs = ", ".join(str(self._logs(name)) for name in waiting)
+                    raise StackError(f"not polling after {timeout:.0f} s: {', '.join(waiting)}; see {logs}")
+                await asyncio.sleep(0.5)
 
         asyncio.run(polled())
 

@@ -15,7 +15,8 @@ def tuned(demo_request, job_id: str, **hp) -> dict:
                                                        "optimization_timeout": "10m", **hp})
 
 
-def test_search_runs_exactly_the_requested_trials_and_records_each(api, settings, demo_request):
+def test_search_runs_exactly_the_requested_trials_and_records_each(api, stack, settings, demo_request):
+    stack.wait_for_workers()  # an earlier test may have killed a trials worker: its successor must be polling
     job_id = unique("tune")
     assert api.post("/api/v1/training/start", json=tuned(demo_request, job_id)).status_code == 202
     job = wait_for(api, job_id, timeout=300)
