@@ -18,6 +18,7 @@ from pmls.contracts.experiments import HyperparameterExperiment
 from pmls.contracts.tuning import (
     CollectInput,
     CreateStudyInput,
+    EndRunInput,
     LogTrialsInput,
     RecordTrialsInput,
     StartRunInput,
@@ -134,6 +135,11 @@ class StudyActivities:
     async def start_mlflow_run(self, inp: StartRunInput) -> str:
         """The job's parent MLflow run, before the trials nest under it (idempotent)."""
         return await asyncio.to_thread(self.registry.start_run, job_id=inp.job_id, request=inp.request, seed=inp.seed)
+
+    @activity.defn(name="end_mlflow_run")
+    async def end_mlflow_run(self, inp: EndRunInput) -> None:
+        """Close the job's MLflow run as FAILED or KILLED when the job failed or was cancelled."""
+        await asyncio.to_thread(self.registry.end_run, inp.mlflow_run_id, inp.status)
 
     @activity.defn(name="collect_trials")
     async def collect_trials(self, inp: CollectInput) -> list[TrialResult]:

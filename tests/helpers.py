@@ -42,3 +42,16 @@ def temporal(settings: Settings, coro_fn: Callable) -> object:
         return await coro_fn(await connect_temporal(settings))
 
     return asyncio.run(main())
+
+
+def mlflow_runs(settings: Settings, job_id: str) -> tuple[object, list]:
+    """The job's MLflow run and the trial runs nested under it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    client = mlflow.MlflowClient()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    parent = client.search_runs(ids, filter_string=f"tags.`pmls.job_id` = '{job_id}'")[0]
+    nested = client.search_runs([parent.info.experiment_id],
+                                filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return parent, nested

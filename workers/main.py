@@ -63,7 +63,7 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     worker = Worker(
         client, task_queue=settings.temporal.task_queue, workflows=[TrainingWorkflow, TuningWorkflow],
         activities=[jobs.record_job_status, jobs.register_model, jobs.complete_job, studies.create_study,
-                    studies.start_mlflow_run, studies.collect_trials, studies.record_trials,
+                    studies.start_mlflow_run, studies.end_mlflow_run, studies.collect_trials, studies.record_trials,
                     studies.log_trials],
     )
     try:

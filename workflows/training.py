@@ -24,6 +24,8 @@ with workflow.unsafe.imports_passed_through():
     from pmls.contracts.params import ensemble_families, fixed_parameters
     from pmls.contracts.tuning import (
         CreateStudyInput,
+        EndRunInput,
+        LogTrialsInput,
         StartRunInput,
         StudySpec,
         TuningInput,
@@ -65,6 +67,10 @@ IO_RETRY = RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=10
                        non_retryable_error_types=NON_RETRYABLE)
 CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
 
+# Jobs started since: the MLflow run is created beside load/split/prepare, the studies at once, the searches'
+# last trial runs logged beside the final fit, and a failed or cancelled job's run closed as such.
+MLFLOW_RUN_PATCH = "mlflow-run-beside-the-pipeline"
+
 # (stage, progress when it starts)
 STAGES = {"validating": 1, "loading_data": 5, "splitting": 10, "preparing": 15, "cross_validating": 25,
           "tuning": 25, "training": 75, "comparing": 85, "registering": 88, "publishing": 95, "completed": 100}
@@ -89,6 +95,8 @@ class TrainingWorkflow:
         self._tuning_eta = None
         self._folds = 1
         self._dirty = False
+        self._mlflow_run: asyncio.Task | None = None  # -> the job's MLflow run id, when the job tunes
+        self._trial_logs: list[asyncio.Task] = []
 
     @workflow.run
     async def run(self, inp: TrainingWorkflowInput) -> TrainingOutcome:
@@ -102,6 +110,7 @@ class TrainingWorkflow:
                 if isinstance(exc, Exception):
                     return await self._fail(exc)
                 raise
+            await self._close_mlflow_run("KILLED")
             await self._finish(TrainingStatus.CANCELLED, "cancelled", error=self._cancel_reason or "cancelled")
             if self._cancel_reason is None:
                 raise  # Temporal's own cancel: the execution closes as Cancelled
@@ -129,6 +138,10 @@ class TrainingWorkflow:
         await self._enter("validating", status=TrainingStatus.RUNNING)
         self._validate(inp)
         seed = req.random_seed if req.random_seed is not None else workflow.random().randint(0, 2**31 - 1)
+        if req.hyperparameter_config.tunes and workflow.patched(MLFLOW_RUN_PATCH):
+            # The job's MLflow run (the trials nest under it), created beside load, split and preparation.
+            self._mlflow_run = asyncio.create_task(
+                self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req, seed=seed), str))
 
         await self._enter("loading_data")
         dataset = await self._cpu("load_dataset", LoadDatasetInput(job_id=job_id, dataset_config=cfg), DatasetRef,
@@ -163,6 +176,7 @@ class TrainingWorkflow:
                 TrainedModelRef, timeout=timedelta(hours=4),
             )
         self._metrics = trained.metrics
+        await self._trial_runs_logged()
         await self._enter("comparing")
         comparison = await self._cpu(
             "compare_champion",
@@ -211,16 +225,22 @@ class TrainingWorkflow:
         req, job_id = inp.request, inp.job_id
         hp = req.hyperparameter_config
         await self._enter("tuning")
-        run_id = await self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req, seed=seed), str)
         share = hp.optimization_trials if len(families) == 1 else max(2, hp.optimization_trials // len(families))
         family_hp = hp.model_copy(update={"optimization_trials": share})
         slots = hp.max_parallel_trials or int(workflow.memo_value("trial_slots", default=2))
         deadline, self._folds = self._tuning_deadline(req), max(prepared.cv_folds, 1)
+        def create(family: ModelType):
+            return self._io("create_study", CreateStudyInput(job_id=job_id, family=family,
+                            hyperparameter_config=family_hp, prepared=prepared, seed=seed), StudySpec)
+
+        if self._mlflow_run is None:  # a job started before MLFLOW_RUN_PATCH: its history has this order
+            run_id = await self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req, seed=seed), str)
+            studies = [await create(family) for family in families]
+        else:
+            studies = await asyncio.gather(*(create(family) for family in families))
+            run_id = await self._mlflow_run
         tasks = []
-        for family in families:
-            study = await self._io("create_study", CreateStudyInput(
-                job_id=job_id, family=family, hyperparameter_config=family_hp, prepared=prepared, seed=seed),
-                StudySpec)
+        for family, study in zip(families, studies, strict=True):
             child = TuningInput(job_id=job_id, parent_id=workflow.info().workflow_id, mlflow_run_id=run_id,
                                 study=study, prepared=prepared, dataset_config=req.dataset_config,
                                 hyperparameter_config=family_hp, seed=seed,
@@ -229,7 +249,32 @@ class TrainingWorkflow:
                 "TuningWorkflow", child, id=study.study, result_type=TuningResult, memo=_child_memo(),
                 static_summary=f"tuning {family.value}: {study.limit} trials, {study.method}"))))
         await self._await_children([t for _, t in tasks])
-        return self._best_per_family(prepared, [(study, task.result()) for study, task in tasks])
+        results = [(study, task.result()) for study, task in tasks]
+        if run_id:
+            # The searches' last nested runs, logged while the final model fits (awaited before registering).
+            self._trial_logs = [asyncio.create_task(self._io(
+                "log_trials", LogTrialsInput(mlflow_run_id=run_id, family=study.family, results=result.unlogged),
+                None)) for study, result in results if result.unlogged]
+        return self._best_per_family(prepared, results)
+
+    async def _trial_runs_logged(self) -> None:
+        """Wait for the nested trial runs the searches handed over (an error here fails the job)."""
+        logs, self._trial_logs = self._trial_logs, []
+        await asyncio.gather(*logs)
+
+    async def _close_mlflow_run(self, status: str) -> None:
+        """On a failed or cancelled job, before its status is recorded: the trial runs handed over are
+        logged and the job's run is closed with the job's status instead of being left RUNNING. Best effort
+        (a few attempts): the job's own outcome stands whatever MLflow answers."""
+        with contextlib.suppress(Exception):
+            await self._trial_runs_logged()
+        if self._mlflow_run is None:
+            return
+        with contextlib.suppress(Exception):
+            run_id = await self._mlflow_run
+            await workflow.execute_activity(
+                "end_mlflow_run", EndRunInput(mlflow_run_id=run_id, status=status),
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_attempts=3))
 
     async def _await_children(self, tasks: list) -> None:
         group = asyncio.gather(*tasks)
@@ -346,6 +391,7 @@ class TrainingWorkflow:
 
     async def _fail(self, exc: Exception) -> TrainingOutcome:
         reason = _reason(exc)
+        await self._close_mlflow_run("FAILED")
         await self._finish(TrainingStatus.FAILED, self._stage, error=reason)
         # Fail the execution too, so the Temporal UI and `temporal workflow list` show it as Failed.
         raise ApplicationError(reason, type="TrainingFailed", non_retryable=True) from exc

@@ -6,7 +6,8 @@ batch of one): a child workflow per trial costs ~300 ms and an activity per tria
 the servers' CPU beside the trial, a large share of a 1-2 s trial (see PITFALLS.md and bench/overhead).
 Trials are keyed ``trials-{k}/{i}`` in the study, so a retried batch repeats none; a batch that is
 cancelled or fails for good has its trials settled from the study (``collect_trials``). Results are recorded
-in the background: rows every few seconds, nested MLflow runs every 15 s. The history stays bounded by
+in the background: rows every few seconds, nested MLflow runs every 15 s (the last ones are handed to the
+parent, which logs them beside the final fit). The history stays bounded by
 continuing as new; the study (PostgreSQL) is the source of truth.
 """
 
@@ -45,6 +46,8 @@ MLFLOW_EVERY, MLFLOW_SECONDS = 20, 15.0  # ~60 ms of MLflow server time per run:
 PROGRESS_SECONDS = 2.0
 TRIALS_PER_RUN = 250
 BATCH_SECONDS = 10.0
+# Searches started since hand their last nested MLflow runs to the parent (see workflows.training).
+MLFLOW_RUN_PATCH = "mlflow-run-beside-the-pipeline"
 
 
 @workflow.defn(name="TuningWorkflow")
@@ -53,6 +56,7 @@ class TuningWorkflow:
         self._running: dict[str, asyncio.Task] = {}  # batch id -> its activity
         self._exhausted = False
         self._channels: list[_Channel] = []
+        self._runs: _Channel | None = None  # the nested MLflow runs' channel, when the job has a run
         self._last_progress = None
         self._signals: list[asyncio.Task] = []
 
@@ -61,34 +65,45 @@ class TuningWorkflow:
         self.inp, self.state = inp, inp.state or TuningState()
         self._last_progress = workflow.now()
         # Rows (PostgreSQL, Redis) soon after each batch; nested MLflow runs, the costlier write, seldom.
-        self._channels = [_Channel(self._record_rows, ROWS_EVERY, ROWS_SECONDS, workflow.now())]
-        if inp.mlflow_run_id:
-            self._channels.append(_Channel(self._log_runs, MLFLOW_EVERY, MLFLOW_SECONDS, workflow.now()))
-        finished_at_start, stopped_by, draining = self.state.finished, "trials", False
+        self._runs = (_Channel(self._log_runs, MLFLOW_EVERY, MLFLOW_SECONDS, workflow.now())
+                      if inp.mlflow_run_id else None)
+        self._channels = [_Channel(self._record_rows, ROWS_EVERY, ROWS_SECONDS, workflow.now()),
+                          *([self._runs] if self._runs else [])]
         try:
-            while True:
-                stopped_by = self._stop_reason()
-                if stopped_by:
-                    break
-                # Before continuing as new, let the running batches finish (~10 s) rather than cancel them.
-                draining = draining or (self.state.finished - finished_at_start >= TRIALS_PER_RUN
-                                        or self._suggest_continue())
-                if not draining:
-                    self._fill_slots()
-                if not self._running:
-                    stopped_by = "" if draining else "exhausted"
-                    break
-                # Bookkeeping runs beside the trials, never between one batch and the next.
-                self._record()
-                self._report_progress()
-                await self._wait_for_a_batch()
-        finally:
-            # On a budget stop, a cancel or an error alike: stop what runs, keep what finished.
+            stopped_by = await self._search()
+        except BaseException:
+            # A cancel or an error: stop what runs, keep (and record) what finished.
             await self._stop_running()
             await self._flush_records()
+            raise
+        # A budget stop cancels the running batches; the end of the trials finds none running.
+        await self._stop_running()
         if not stopped_by:
+            await self._flush_records()
             workflow.continue_as_new(inp.model_copy(update={"state": self.state}))
-        return self._result(stopped_by or "trials")
+        # The rows are written before the search closes; the last nested MLflow runs go to the parent, which
+        # logs them beside the final fit (they are the costliest write, ~60 ms each on the MLflow server).
+        await self._flush_records(keep_runs=workflow.patched(MLFLOW_RUN_PATCH))
+        return self._result(stopped_by)
+
+    async def _search(self) -> str:
+        """Keep the slots busy until a stop: why it stopped, or "" to continue as new."""
+        finished_at_start, draining = self.state.finished, False
+        while True:
+            stopped_by = self._stop_reason()
+            if stopped_by:
+                return stopped_by
+            # Before continuing as new, let the running batches finish (~10 s) rather than cancel them.
+            draining = draining or (self.state.finished - finished_at_start >= TRIALS_PER_RUN
+                                    or self._suggest_continue())
+            if not draining:
+                self._fill_slots()
+            if not self._running:
+                return "" if draining else "exhausted"
+            # Bookkeeping runs beside the trials, never between one batch and the next.
+            self._record()
+            self._report_progress()
+            await self._wait_for_a_batch()
 
     # -- the loop --------------------------------------------------------------------------------
     def _stop_reason(self) -> str:
@@ -184,8 +199,11 @@ class TuningWorkflow:
         for channel in self._channels:
             channel.poll(workflow.now())
 
-    async def _flush_records(self) -> None:
-        await asyncio.gather(*(channel.flush() for channel in self._channels))
+    async def _flush_records(self, *, keep_runs: bool = False) -> None:
+        """Send what waits on every channel; with ``keep_runs`` the nested MLflow runs stay pending
+        (``_result`` hands them to the parent)."""
+        await asyncio.gather(*(channel.flush(send=not (keep_runs and channel is self._runs))
+                               for channel in self._channels))
 
     async def _record_rows(self, batch: list[TrialResult]) -> None:
         await self._io("record_trials", RecordTrialsInput(job_id=self.inp.job_id, study=self.inp.study,
@@ -227,9 +245,10 @@ class TuningWorkflow:
 
     def _result(self, stopped_by: str) -> TuningResult:
         s = self.state
+        unlogged = list(self._runs.pending) if self._runs else []
         return TuningResult(family=self.inp.study.family, best=s.best, trials=s.finished, completed=s.completed,
                             pruned=s.pruned, failed=s.failed, cancelled=s.cancelled, stopped_by=stopped_by,
-                            error=s.first_error)
+                            error=s.first_error, unlogged=unlogged)
 
     async def _io(self, name: str, arg, result_type=None):
         return await workflow.execute_activity(name, arg, result_type=result_type,
@@ -256,11 +275,12 @@ class _Channel:
             batch, self.pending, self.last = self.pending, [], now
             self.task = asyncio.create_task(self.send(batch))
 
-    async def flush(self) -> None:
+    async def flush(self, *, send: bool = True) -> None:
+        """Wait for the batch in flight; then send what is pending, or (``send=False``) leave it pending."""
         if self.task is not None:
             await self.task
             self.task = None
-        if self.pending:
+        if send and self.pending:
             batch, self.pending = self.pending, []
             await self.send(batch)
 

@@ -90,6 +90,12 @@ class ModelRegistry:
             tags["pmls.random_seed"] = str(seed)  # rerun with {"random_seed": N} to repeat the search
         return self._run_for(self.experiment_id(name), job_id, tags)
 
+    def end_run(self, run_id: str, status: str) -> None:
+        """Close the job's run as ``FAILED`` or ``KILLED`` (a failed or cancelled job), so that the MLflow UI
+        does not show it running forever; a run already closed keeps its status."""
+        if self.client.get_run(run_id).info.status == "RUNNING":
+            self.client.set_terminated(run_id, status)
+
     def log_trials(self, parent_run_id: str, family: str, results: list) -> None:
         """One nested run per trial (parameters, CV score per fold), batched; no model is logged."""
         from mlflow.entities import Metric, Param, RunTag

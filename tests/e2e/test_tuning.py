@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
-import mlflow
 import redis
 
-from tests.helpers import temporal, unique, wait_for
+from tests.helpers import mlflow_runs, temporal, unique, wait_for
 
 
 def tuned(demo_request, job_id: str, **hp) -> dict:
@@ -34,14 +33,9 @@ def test_search_runs_exactly_the_requested_trials_and_records_each(api, stack, s
     assert abs(sum(scores) / len(scores) - best) < 1e-9
     cache = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     assert cache.ttl(f"hyperparameter_experiments:{job_id}") > 23 * 3600
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    client = mlflow.MlflowClient()
-    parent = client.search_runs(
-        [client.get_experiment_by_name("pmls/churn_test").experiment_id],
-        filter_string=f"tags.`pmls.job_id` = '{job_id}'")[0]
-    nested = client.search_runs([parent.info.experiment_id],
-                                filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert len(nested) == 10
+    parent, nested = mlflow_runs(settings, job_id)
+    assert len(nested) == 10 and parent.info.status == "FINISHED"
+    assert sorted(r.data.tags["pmls.trial"] for r in nested) == sorted(f"lightgbm/trial-{n}" for n in range(10))
     events = [e for _, e in cache.xrange("pmls:events") if job_id in e["payload"]]
     assert '"hyperparameter_trials":10' in events[0]["payload"].replace(" ", "")
     if settings.worker.processes >= 2:
@@ -102,7 +96,7 @@ def test_a_failing_trial_is_recorded_and_does_not_fail_the_job(api, demo_request
     assert trials[1]["performance_score"] is None
 
 
-def test_too_many_failed_trials_fail_the_job_with_the_reason(api, demo_request):
+def test_too_many_failed_trials_fail_the_job_with_the_reason(api, settings, demo_request):
     job_id = unique("allfail")
     body = tuned(demo_request, job_id, optimization_trials=8, search_space={
         "min_child_samples": {"type": "categorical", "choices": [-1, -2, -3, -4, -5]}})
@@ -110,6 +104,15 @@ def test_too_many_failed_trials_fail_the_job_with_the_reason(api, demo_request):
     job = wait_for(api, job_id, timeout=180)
     assert job["status"] == "FAILED"
     assert "trials failed" in job["error"] and "min_data_in_leaf" in job["error"]
+    # The MLflow UI shows the job failed (not running forever), each failed trial nested under it.
+    # (a trial the stop cancelled in the other slot shows as KILLED)
+    parent, nested = mlflow_runs(settings, job_id)
+    assert parent.info.status == "FAILED"
+    trials = api.get(f"/api/v1/training/{job_id}/trials").json()
+    expected = {f"lightgbm/trial-{t['trial_number']}": "FAILED" if t["state"] == "FAILED" else "KILLED"
+                for t in trials}
+    assert {r.data.tags["pmls.trial"]: r.info.status for r in nested} == expected
+    assert list(expected.values()).count("FAILED") >= 4
 
 
 def test_cancel_stops_a_running_search_and_keeps_finished_trials(api, settings, demo_request):
@@ -130,6 +133,9 @@ def test_cancel_stops_a_running_search_and_keeps_finished_trials(api, settings, 
         return (await client.get_workflow_handle(f"{job_id}/lightgbm").describe()).status.name
 
     assert temporal(settings, child_status) == "CANCELED"
+    parent, nested = mlflow_runs(settings, job_id)
+    assert parent.info.status == "KILLED"
+    assert len(nested) == len(trials)
 
 
 def test_unknown_method_or_parameter_is_422(api, demo_request):

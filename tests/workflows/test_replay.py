@@ -17,7 +17,10 @@ from temporalio.worker import Replayer
 from workflows.training import TrainingWorkflow
 from workflows.tuning import TuningWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+# The current code's own histories (top level) and, in sub-folders, histories recorded before a change
+# that `workflow.patched` guards: jobs in flight during that deploy must still replay.
+ROOT = Path(__file__).parent / "histories"
+HISTORIES = sorted(ROOT.rglob("*.json"))
 
 
 def replay(history: WorkflowHistory) -> None:
@@ -25,11 +28,12 @@ def replay(history: WorkflowHistory) -> None:
     asyncio.run(replayer.replay_workflow(history))
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+@pytest.mark.parametrize("path", HISTORIES, ids=[str(p.relative_to(ROOT).with_suffix("")) for p in HISTORIES])
 def test_committed_history_replays(path: Path):
     replay(WorkflowHistory.from_json(path.stem, path.read_text()))
 
 
 def test_there_are_committed_histories():
-    assert {p.stem.split("-")[0] for p in HISTORIES} >= {"completed", "failed", "cancelled"}
-    assert any(p.stem.endswith("-child") for p in HISTORIES)  # a TuningWorkflow history too
+    current = [p for p in HISTORIES if p.parent == ROOT]
+    assert {p.stem.split("-")[0] for p in current} >= {"completed", "failed", "cancelled"}
+    assert any(p.stem.endswith("-child") for p in current)  # a TuningWorkflow history too
