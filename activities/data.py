@@ -215,16 +215,16 @@ class DataActivities:
                       description=ref.description)
 
 
-HEARTBEAT_SECONDS = 0.25
+HEARTBEAT_SECONDS = 1.0
 _last_beat = threading.local()
 
 
 def _heartbeat(iteration: int, total: int, loss: float | None = None) -> None:
-    """Progress from a training loop, at most every quarter second.
+    """Progress from a training loop, at most once a second.
 
     Called per boosting round or epoch. Each ``activity.heartbeat`` from a threaded activity wakes the
     worker's event loop (a task, a payload encode, under the GIL): per round that slowed a 1 s LightGBM
-    trial by a third. Temporal sends one heartbeat a second anyway; a cancel still lands within ~1 s.
+    trial by a third. Temporal sends one heartbeat a second anyway; a cancel still lands within ~2 s.
     """
     now = time.monotonic()
     if now - getattr(_last_beat, "at", -1e9) < HEARTBEAT_SECONDS and iteration < total:

@@ -2,29 +2,36 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.overhead                # 50 trials per side (several minutes on 2 cores)
+    .venv/bin/python -m bench.overhead                # 50 trials per side, seeds 7-11 (~20 minutes on 2 cores)
+    .venv/bin/python -m bench.overhead --seeds 7      # one seed (~7 minutes), with its detailed table
     .venv/bin/python -m bench.overhead --trials 100   # another budget
     .venv/bin/python -m bench.overhead --quick        # a smoke run (~2 minutes): few trials, a smaller data set
-    .venv/bin/python -m bench.overhead --markdown     # the table as Markdown on stdout
+    .venv/bin/python -m bench.overhead --markdown     # the tables as Markdown on stdout
 
 Both sides tune LightGBM over the family's default space (``merge_space(ModelType.LIGHTGBM, {})``) with
 5-fold CV on the same generated binary data set (``make_classification`` plus a timestamp column,
-written to Parquet) and the same ``TrainingRequest`` periods:
+written to Parquet; 4,000 rows, where a plain trial takes ~1-2 s on 2 cores) and the same
+``TrainingRequest`` periods:
 
 * **plain** — in this process: ``load_source`` + ``prepare_splits`` + ``prepare`` exactly as the job's
-  activities do, then ``optuna.create_study(sampler=TPESampler(seed=S))`` in memory and
-  ``study.optimize(objective, n_trials=N)``; the objective samples the same distributions and calls
+  activities do, then an in-memory study asked and told one trial after the other (``study.optimize``'s
+  schedule) with the same sampler as the service; the objective samples the same distributions and calls
   ``cross_validate`` with 2 threads. No pruning.
 * **service** — the embedded stack (Temporal, PostgreSQL, Redis, MLflow, both workers, the API) in a
   temporary ``PMLS_HOME`` on free ports, once per ``PMLS_TRIAL_SLOTS`` setting (1 and 2; the trials worker
-  gives each slot cores / slots threads). A LIGHTGBM request with ``optimization_trials = N``, ``pruner:
-  none`` and no portfolio goes in through ``POST /api/v1/training/start``; the wall time runs from the POST
-  to the moment ``GET /api/v1/training/{job_id}/trials`` lists N finished trials (so it includes
-  validation, load, split, preparation, study creation and the batched recording of trial rows). The
-  job's total time to COMPLETED (final fit, MLflow registration, publishing) is shown separately.
+  gives each slot cores / slots threads), one job per seed on it. A LIGHTGBM request with
+  ``optimization_trials = N``, ``pruner: none`` and no portfolio goes in through ``POST
+  /api/v1/training/start``; the wall time runs from the POST to the moment the tuning child closed with N
+  finished trials (so it includes validation, load, split, preparation, study creation and the batched
+  recording of trial rows). The job's total time to COMPLETED (final fit, MLflow registration, publishing)
+  is shown separately.
 
-The plain loop runs again after the services over the same configurations (A-B-A); the ratio's
-reference is the mean of both plain walls, since this machine's speed drifts within minutes.
+Each seed has its own data set and sampler seed, the same on both sides. The plain loop runs again after
+the services over the same configurations (A-B-A); the ratio's reference is the mean of both plain walls,
+since this machine's speed drifts within minutes. With two slots the parallel search evaluates other
+configurations than the sequential one, and what they cost differs by seed as much as 2x, so the verdict is
+on the sums of the walls over all seeds; the plain loop also re-runs each service side's own
+configurations ("equal work").
 
 Per-trial means come from the objective's own timing (plain) and from the trials endpoint's
 ``experiment_duration_minutes`` (service). The implied orchestration overhead per trial is
@@ -60,7 +67,8 @@ from pmls.ml.search import distributions, make_sampler, merge_space
 FAMILY = ModelType.LIGHTGBM
 THREADS = 2
 FOLDS = 5
-SEED = 7
+SEEDS = (7, 8, 9, 10, 11)
+DEFAULT_ROWS = 4_000
 TARGETS = {1: 1.10, 2: 0.65}  # service wall / plain wall, per trial-slot setting
 PORT_VARS = ("PMLS_API_PORT", "PMLS_TEMPORAL_PORT", "PMLS_TEMPORAL_UI_PORT", "PMLS_POSTGRES_PORT",
              "PMLS_REDIS_PORT", "PMLS_MLFLOW_PORT")
@@ -246,80 +254,97 @@ def tuning_closed_at(settings, workflow_id: str) -> float | None:
     return asyncio.run(closed())
 
 
-def run_service(source: Path, trials: int, slots: int, seed: int, *, timeout: float, keep_home: bool) -> Side:
-    import httpx
-
+def run_service(sources: dict[int, Path], trials: int, slots: int, *, timeout: float,
+                keep_home: bool) -> dict[int, Side]:
+    """One embedded stack with ``slots`` trial slots; one job per seed on it, one after the other."""
     from pmls.settings import Settings
     from pmls.stack import Stack, free_port
 
-    side = Side(f"service, {slots} slot{'s' if slots > 1 else ''}", slots=slots)
     home = Path(tempfile.mkdtemp(prefix=f"pmls-overhead-{slots}slot-"))
     os.environ["PMLS_HOME"] = str(home)
     for var in PORT_VARS:
         os.environ[var] = str(free_port())
     os.environ["PMLS_TRIAL_SLOTS"] = str(slots)
     stack = Stack(Settings())
-    job_id = f"overhead_{slots}slot_{time.strftime('%H%M%S')}_{os.urandom(2).hex()}"
+    sides: dict[int, Side] = {}
     t_stack = time.perf_counter()
-    failed = False
     try:
         stack.start(progress=lambda msg: log(f"service ({slots} slot): {msg}"))
         stack.wait_for_workers()
-        side.extra["stack_start_s"] = time.perf_counter() - t_stack
-        log(f"service ({slots} slot): stack up in {side.extra['stack_start_s']:.1f} s; PMLS_HOME {home}")
-        with httpx.Client(base_url=stack.settings.api.base_url, timeout=60) as api:
-            side.load = (os.getloadavg()[0], 0.0)
-            posted, posted_at = time.perf_counter(), time.time()
-            resp = api.post("/api/v1/training/start", json=request_body(job_id, source, trials, seed))
-            if resp.status_code not in (200, 202):
-                raise RuntimeError(f"POST /training/start answered {resp.status_code}: {resp.text[:2000]}")
-            deadline = posted + timeout
-            job: dict = {}
-            # Poll seldom: every API call costs CPU on the two cores the trials run on.
-            while time.perf_counter() < deadline:
-                job = api.get(f"/api/v1/training/{job_id}/status").json()
-                if job.get("status") in TERMINAL:
-                    side.total = time.perf_counter() - posted
-                    break
-                time.sleep(2.0)
-            side.load = (side.load[0], os.getloadavg()[0])
-            listed = [t for t in api.get(f"/api/v1/training/{job_id}/trials").json() if t["state"] in FINISHED]
-            # The search's wall time: from the POST to the moment the tuning child closed (its last batch of
-            # trial rows recorded), read from Temporal rather than by polling the API during the search.
-            closed = tuning_closed_at(stack.settings, f"{job_id}/{FAMILY.value.lower()}")
-            if closed is not None and len(listed) >= trials:
-                side.wall = closed - posted_at
-                log(f"service ({slots} slot): {len(listed)} trials finished and recorded after {side.wall:.1f} s")
-        side.trials = len(listed)
-        side.params = [t["hyperparameters"] for t in sorted(listed, key=lambda t: t["trial_number"])]
-        side.durations = [t["experiment_duration_minutes"] * 60 for t in listed
-                          if t.get("experiment_duration_minutes") is not None]
-        scores = [t["performance_score"] for t in listed if t["state"] == "COMPLETE"]
-        side.best = max(scores) if scores else None  # roc_auc: higher is better
-        status = job.get("status")
-        if status != "COMPLETED" or side.wall is None:
-            failed = True
-            side.error = (f"job {job_id}: status {status}, stage {job.get('current_stage')}, "
-                          f"{side.trials}/{trials} trials listed, error {job.get('error')!r}"
-                          + ("" if side.total is not None else f" (gave up after {timeout:.0f} s)"))
-        else:
-            log(f"service ({slots} slot): job COMPLETED after {side.total:.1f} s; mean trial "
-                f"{side.mean_trial:.2f} s")
+        stack_s = time.perf_counter() - t_stack
+        log(f"service ({slots} slot): stack up in {stack_s:.1f} s; PMLS_HOME {home}")
+        for seed, source in sources.items():
+            sides[seed] = run_job(stack, source, trials, slots, seed, timeout=timeout)
+            sides[seed].extra["stack_start_s"] = stack_s
     except Exception as exc:  # noqa: BLE001 - report it with the logs, go on with the other runs
-        failed = True
-        side.error = f"{type(exc).__name__}: {exc}"[:3000]
+        for seed in sources:
+            side = sides.setdefault(seed, Side(_service_name(slots), slots=slots))
+            side.error = side.error or f"{type(exc).__name__}: {exc}"[:3000]
     finally:
         t_stop = time.perf_counter()
         stack.stop()
         log(f"service ({slots} slot): stack stopped in {time.perf_counter() - t_stop:.1f} s")
-    if failed:
-        side.error = f"{side.error}\n  logs: {home / 'logs'}"
-        log(f"service ({slots} slot) FAILED: {side.error}")
+    if any(side.error for side in sides.values()):
+        for side in sides.values():
+            if side.error:
+                side.error = f"{side.error}\n  logs: {home / 'logs'}"
+                log(f"service ({slots} slot) FAILED: {side.error}")
         for logfile in sorted((home / "logs").glob("*.log")):
             tail = logfile.read_text(errors="replace")[-1500:]
             print(f"----- {logfile} (tail)\n{tail}", file=sys.stderr)
     elif not keep_home:
         shutil.rmtree(home, ignore_errors=True)
+    return sides
+
+
+def _service_name(slots: int) -> str:
+    return f"service, {slots} slot{'s' if slots > 1 else ''}"
+
+
+def run_job(stack, source: Path, trials: int, slots: int, seed: int, *, timeout: float) -> Side:
+    """One job through the API; the wall runs from the POST to the moment the tuning child closed."""
+    import httpx
+
+    side = Side(_service_name(slots), slots=slots)
+    job_id = f"overhead_{slots}slot_s{seed}_{time.strftime('%H%M%S')}_{os.urandom(2).hex()}"
+    with httpx.Client(base_url=stack.settings.api.base_url, timeout=60) as api:
+        side.load = (os.getloadavg()[0], 0.0)
+        posted, posted_at = time.perf_counter(), time.time()
+        resp = api.post("/api/v1/training/start", json=request_body(job_id, source, trials, seed))
+        if resp.status_code not in (200, 202):
+            raise RuntimeError(f"POST /training/start answered {resp.status_code}: {resp.text[:2000]}")
+        deadline = posted + timeout
+        job: dict = {}
+        # Poll seldom: every API call costs CPU on the two cores the trials run on.
+        while time.perf_counter() < deadline:
+            job = api.get(f"/api/v1/training/{job_id}/status").json()
+            if job.get("status") in TERMINAL:
+                side.total = time.perf_counter() - posted
+                break
+            time.sleep(2.0)
+        side.load = (side.load[0], os.getloadavg()[0])
+        listed = [t for t in api.get(f"/api/v1/training/{job_id}/trials").json() if t["state"] in FINISHED]
+        # The search's wall time: from the POST to the moment the tuning child closed (its last batch of
+        # trial rows recorded), read from Temporal rather than by polling the API during the search.
+        closed = tuning_closed_at(stack.settings, f"{job_id}/{FAMILY.value.lower()}")
+        if closed is not None and len(listed) >= trials:
+            side.wall = closed - posted_at
+            log(f"service ({slots} slot, seed {seed}): {len(listed)} trials finished and recorded after "
+                f"{side.wall:.1f} s")
+    side.trials = len(listed)
+    side.params = [t["hyperparameters"] for t in sorted(listed, key=lambda t: t["trial_number"])]
+    side.durations = [t["experiment_duration_minutes"] * 60 for t in listed
+                      if t.get("experiment_duration_minutes") is not None]
+    scores = [t["performance_score"] for t in listed if t["state"] == "COMPLETE"]
+    side.best = max(scores) if scores else None  # roc_auc: higher is better
+    status = job.get("status")
+    if status != "COMPLETED" or side.wall is None:
+        side.error = (f"job {job_id}: status {status}, stage {job.get('current_stage')}, "
+                      f"{side.trials}/{trials} trials listed, error {job.get('error')!r}"
+                      + ("" if side.total is not None else f" (gave up after {timeout:.0f} s)"))
+    else:
+        log(f"service ({slots} slot, seed {seed}): job COMPLETED after {side.total:.1f} s; mean trial "
+            f"{side.mean_trial:.2f} s")
     return side
 
 
@@ -399,29 +424,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.overhead",
         description="The service's tuning overhead: the same LightGBM TPE search as a plain in-process "
-                    "study.optimize and through the embedded stack with 1 and 2 trial slots.",
+                    "study.optimize and through the embedded stack with 1 and 2 trial slots, for one or "
+                    "several seeds (each seed: its own generated data set and sampler seed, on both sides).",
     )
     parser.add_argument("--trials", type=int, default=None, help="trials per side (default 50; --quick: 6)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run (~2 minutes): 6 trials on a smaller data set")
+                        help="smoke run (~2 minutes): 6 trials on a smaller data set, one seed")
     parser.add_argument("--rows", type=int, default=None,
-                        help="rows of the generated data set (default 2500: a TPE trial then takes ~0.6-1.2 s on 2 "
-                             "cores, depending on the day's machine speed; --quick: 2000)")
+                        help=f"rows of the generated data set (default {DEFAULT_ROWS}: a plain TPE trial then takes "
+                             "~1-2 s on 2 cores, depending on the seed's configurations; --quick: 2000)")
     parser.add_argument("--slots", default="1,2", help="trial-slot settings for the service side (default 1,2)")
-    parser.add_argument("--seed", type=int, default=SEED, help=f"data, prepare and TPE seed (default {SEED})")
+    parser.add_argument("--seeds", default=None,
+                        help=f"comma-separated data, prepare and TPE seeds (default {','.join(map(str, SEEDS))}; "
+                             f"--quick: {SEEDS[0]}). Which configurations a search picks sets its cost (the plain "
+                             "loop's mean trial ranges 1.1-2.1 s over seeds at 4,000 rows), so the verdict is on "
+                             "the sums over all seeds")
+    parser.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds a service job may take before it is reported as hung (default: 60 + 30 x trials)")
     parser.add_argument("--skip-service", action="store_true", help="plain side only")
+    parser.add_argument("--details", action="store_true",
+                        help="also print each seed's own table (always printed when there is one seed)")
     parser.add_argument("--keep-home", action="store_true",
                         help="keep each run's temporary PMLS_HOME (logs, database) even when it succeeded")
     parser.add_argument("--verbose", action="store_true", help="log every plain trial (time, score, parameters)")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown on stdout")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown on stdout")
     args = parser.parse_args(argv)
     args.trials = args.trials or (6 if args.quick else 50)
-    args.rows = args.rows or (2_000 if args.quick else 2_500)
+    args.rows = args.rows or (2_000 if args.quick else DEFAULT_ROWS)
     args.slots = [int(s) for s in str(args.slots).split(",") if s.strip()]
+    if args.seed is not None:
+        args.seeds = [args.seed]
+    elif args.seeds:
+        args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    else:
+        args.seeds = SEEDS[:1] if args.quick else list(SEEDS)
     args.timeout = args.timeout or 60 + 30 * args.trials
     return args
+
+
+@dataclass
+class SeedRun:
+    """One seed: its data set, the plain loop and each service side with the same seed."""
+
+    seed: int
+    plain: Side
+    calibration: float
+    services: list[Side] = field(default_factory=list)
+    equal: dict[int, float] = field(default_factory=dict)  # slots -> plain wall over that side's configurations
+
+    def equal_work(self, side: Side) -> float | None:
+        """The plain wall over ``side``'s configurations: the plain loop's own when they are the same."""
+        if side.params and side.params == self.plain.params:
+            return self.plain.reference
+        return self.equal.get(side.slots)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -433,31 +489,48 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     run_started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="pmls-overhead-data-"))
+    runs: dict[int, SeedRun] = {}
     try:
-        source = make_dataset(workdir / "overhead.parquet", args.rows, args.seed)
-        log(f"data: {args.rows} rows x 20 features + {TIME_COLUMN} -> {source}")
-        plain, calibration = run_plain(source, args.trials, args.seed, verbose=args.verbose)
-        equal: list[tuple[Side, float]] = []
-        services = [] if args.skip_service else [
-            run_service(source, args.trials, slots, args.seed, timeout=args.timeout, keep_home=args.keep_home)
-            for slots in args.slots
-        ]
-        # The plain loop once more, after the services (A-B-A): this machine's speed drifts within minutes, and
-        # the reference is the mean of the two plain runs, both of which are printed.
-        if services:
-            plain.again = run_plain_same(source, plain.params, args.seed)
-        # One slot evaluates the plain loop's very configurations (same seeds, same ask schedule). With
-        # two slots the sampler sees two running trials per ask and the trials get one thread each, so the
-        # configurations differ: the plain loop re-runs that side's own list to compare equal work.
-        equal = [(side, run_plain_same(source, side.params, args.seed)) for side in services
-                 if side.params and side.params != plain.params]
+        sources = {seed: make_dataset(workdir / f"overhead-{seed}.parquet", args.rows, seed) for seed in args.seeds}
+        log(f"data: {args.rows} rows x 20 features + {TIME_COLUMN}, seeds {args.seeds} -> {workdir}")
+        for seed, source in sources.items():
+            plain, calibration = run_plain(source, args.trials, seed, verbose=args.verbose)
+            runs[seed] = SeedRun(seed, plain, calibration)
+        if not args.skip_service:
+            # One stack per slot setting, each seed's job on it in turn.
+            for slots in args.slots:
+                for seed, side in run_service(sources, args.trials, slots, timeout=args.timeout,
+                                              keep_home=args.keep_home).items():
+                    runs[seed].services.append(side)
+            # The plain loop once more, after the services (A-B-A): this machine's speed drifts within minutes,
+            # and the reference is the mean of the two plain runs, both of which are printed.
+            for seed, run in runs.items():
+                run.plain.again = run_plain_same(sources[seed], run.plain.params, seed)
+            # One slot evaluates the plain loop's very configurations (same seeds, same ask schedule). With
+            # two slots the sampler sees the other slot's running trial and the trials get one thread each, so
+            # the configurations differ: the plain loop re-runs that side's own list to compare equal work.
+            for seed, run in runs.items():
+                for side in run.services:
+                    if side.params and side.params != run.plain.params:
+                        run.equal[side.slots] = run_plain_same(sources[seed], side.params, seed)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.perf_counter() - run_started
-    title = (f"Tuning overhead: {args.trials} TPE trials of {FAMILY.value}, {FOLDS}-fold CV, "
-             f"{args.rows} rows, {os.cpu_count()} cores")
+    show = print_markdown if args.markdown else print_rich
+    if len(runs) == 1 or args.details:
+        for run in runs.values():
+            title = (f"Tuning overhead, seed {run.seed}: {args.trials} TPE trials of {FAMILY.value}, {FOLDS}-fold CV, "
+                     f"{args.rows} rows, {os.cpu_count()} cores")
+            show(title, run.plain, run.services, seed_footer(run))
+    if len(runs) > 1 and not args.skip_service:
+        print_summary(list(runs.values()), args, markdown=args.markdown)
+    print(f"\nwhole benchmark run: {elapsed / 60:.1f} min", flush=True)
+
+
+def seed_footer(run: SeedRun) -> list[str]:
+    plain, services = run.plain, run.services
     footer = [
-        f"plain trial at default parameters ({THREADS} threads): {calibration:.2f} s; plain mean over the study: "
+        f"plain trial at default parameters ({THREADS} threads): {run.calibration:.2f} s; plain mean over the study: "
         f"{plain.mean_trial:.2f} s (median {statistics.median(plain.durations):.2f} s, "
         f"min {min(plain.durations):.2f} s, max {max(plain.durations):.2f} s); "
         f"plain preparation {plain.extra['prepare_s']:.2f} s, optimize {plain.extra['optimize_s']:.1f} s",
@@ -467,7 +540,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"configurations); the ratios use the mean, {plain.reference:.1f} s")
     for side in services:
         if "stack_start_s" in side.extra:
-            footer.append(f"{side.name}: stack start, workers warm and polling: {side.extra['stack_start_s']:.1f} s (not in the wall time)")
+            footer.append(f"{side.name}: stack start, workers warm and polling: {side.extra['stack_start_s']:.1f} s "
+                          "(not in the wall time)")
         if side.error:
             footer.append(f"{side.name} FAILED: {side.error}")
     for side in services:
@@ -476,17 +550,16 @@ def main(argv: list[str] | None = None) -> None:
             footer.append(f"{side.name}: {same} of {len(side.params)} configurations identical to the plain loop's"
                           + (" (equal work)" if same == len(side.params) == len(plain.params) else ""))
     for side in services:
-        if side.slots == 1 and side.params == plain.params and side.overhead_ms is not None and plain.durations:
-            # Same configurations, same code, same threads: what the ratio would be if the machine kept one speed
-            # (the plain loop's own trial times plus the service's measured orchestration per trial). Contention
-            # from the service's own processes shows in its trial times, which this figure does not use.
-            steady = sum(plain.durations) + side.trials * side.overhead_ms / 1000
+        steady = _steady(run, side)
+        if steady is not None:
+            # Contention from the service's own processes shows in its trial times, which this figure does not use.
             footer.append(f"{side.name}: at the plain loop's own trial times plus the service's orchestration "
                           f"({side.overhead_ms:.0f} ms a trial against the plain loop's {plain.overhead_ms:.0f} ms), "
                           f"the ratio would be {steady / plain.wall:.2f}; the service's trials averaged "
                           f"{side.mean_trial:.2f} s against {plain.mean_trial:.2f} s")
-    for side, wall in equal:
-        if side.wall:
+    for side in services:
+        wall = run.equal.get(side.slots)  # only when the configurations differ from the plain loop's
+        if side.wall and wall:
             footer.append(f"equal work: the plain loop over {side.name}'s own {len(side.params)} configurations "
                           f"takes {wall:.1f} s -> {side.name} / plain = {side.wall / wall:.2f}")
             if side.durations:
@@ -495,8 +568,128 @@ def main(argv: list[str] | None = None) -> None:
                 footer.append(f"{side.name}: its trials alone (Σ durations ÷ {side.slots} slots = {bound:.1f} s) "
                               f"would give {bound / wall:.2f}; the rest ({side.wall - bound:.1f} s) is orchestration "
                               f"and the job's own preparation")
-    footer.append(f"whole benchmark run: {elapsed / 60:.1f} min")
-    (print_markdown if args.markdown else print_rich)(title, plain, services, footer)
+    return footer
+
+
+def _steady(run: SeedRun, side: Side) -> float | None:
+    """The one-slot wall at the plain loop's own trial times plus the service's measured orchestration: the
+    ratio without the machine's drift (same configurations, same threads, same code)."""
+    plain = run.plain
+    if side.slots != 1 or side.params != plain.params or side.overhead_ms is None or not plain.durations:
+        return None
+    return sum(plain.durations) + side.trials * side.overhead_ms / 1000
+
+
+def summary_rows(runs: list[SeedRun], slot_settings: list[int]) -> tuple[list[str], list[list[str]]]:
+    """One row per seed and one for all seeds together (sums of walls: the verdict)."""
+    headers = ["seed", "plain mean trial (s)", "plain wall before / after (s)"]
+    for slots in slot_settings:
+        name = f"{slots} slot{'s' if slots > 1 else ''}"
+        headers += [f"{name} (s)", f"{name} / plain"]
+        if slots == 1:
+            headers += [f"{name}, steady"]
+        if slots > 1:
+            headers += [f"{name}, equal work", f"{name}, trials alone"]
+
+    def ratio(num: float | None, den: float | None, target: float | None = None) -> str:
+        if num is None or not den:
+            return "–"
+        value = num / den
+        mark = "" if target is None else (" ✓" if value <= target else " ✗")
+        return f"{value:.2f}{mark}"
+
+    out: list[list[str]] = []
+    totals: dict[str, float] = {}
+    steadies: list[tuple[float | None, float]] = []
+    complete = True
+
+    def add(key: str, value: float | None) -> None:
+        nonlocal complete
+        if value is None:
+            complete = False
+        else:
+            totals[key] = totals.get(key, 0.0) + value
+
+    for run in runs:
+        plain = run.plain
+        row = [str(run.seed), f"{plain.mean_trial:.2f}",
+               f"{plain.wall:.1f} / {plain.again:.1f}" if plain.again is not None else f"{plain.wall:.1f}"]
+        add("plain", plain.reference)
+        add("plain_trials", sum(plain.durations))
+        by_slots = {side.slots: side for side in run.services}
+        for slots in slot_settings:
+            side = by_slots.get(slots)
+            wall = side.wall if side else None
+            row += ["–" if wall is None else f"{wall:.1f}", ratio(wall, plain.reference)]
+            add(f"wall{slots}", wall)
+            if slots == 1:
+                steady = _steady(run, side) if side else None
+                row += [ratio(steady, plain.wall)]
+                steadies.append((steady, plain.wall))
+            if slots > 1:
+                equal = run.equal_work(side) if side else None
+                bound = sum(side.durations) / slots if side and side.durations else None
+                row += [ratio(wall, equal), ratio(bound, equal)]
+                add(f"equal{slots}", equal)
+                add(f"bound{slots}", bound)
+        out.append(row)
+    if complete:
+        mean_trial = totals["plain_trials"] / sum(len(r.plain.durations) for r in runs)
+        row = [f"all {len(runs)} (Σ walls)", f"{mean_trial:.2f}", f"{totals['plain']:.1f} (mean of both)"]
+        for slots in slot_settings:
+            row += [f"{totals[f'wall{slots}']:.1f}", ratio(totals[f"wall{slots}"], totals["plain"], TARGETS.get(slots))]
+            if slots == 1:
+                known = all(value is not None for value, _ in steadies)
+                row += [ratio(sum(v for v, _ in steadies), sum(w for _, w in steadies)) if known else "–"]
+            if slots > 1:
+                row += [ratio(totals[f"wall{slots}"], totals[f"equal{slots}"]),
+                        ratio(totals[f"bound{slots}"], totals[f"equal{slots}"])]
+        out.append(row)
+    return headers, out
+
+
+def print_summary(runs: list[SeedRun], args: argparse.Namespace, *, markdown: bool) -> None:
+    headers, table_rows = summary_rows(runs, args.slots)
+    targets = ", ".join(f"{k} slot{'s' if k > 1 else ''} ≤ {v:.2f}" for k, v in TARGETS.items())
+    title = (f"Tuning overhead over {len(runs)} seeds: {args.trials} TPE trials of {FAMILY.value} each, "
+             f"{FOLDS}-fold CV, {args.rows} rows, {os.cpu_count()} cores")
+    notes = [
+        "Each seed has its own generated data set and sampler seed, the same on both sides. X / plain = the "
+        "service's wall ÷ the mean of the plain loop's two walls (before and after the services).",
+        "With one slot both sides evaluate the same configurations. With two, the parallel search picks others "
+        "(the sampler sees the other slot's running trial), and what they cost varies by seed: the verdict "
+        f"(targets: {targets}) is on the "
+        "sums over all seeds.",
+        "equal work: the plain loop over the service's own configurations; trials alone: Σ the service's trial "
+        "durations ÷ slots over that wall (no orchestration at all).",
+        "1 slot, steady: the plain loop's own trial times plus the service's measured orchestration, over the plain "
+        "wall. This machine's speed changes in phases of seconds to minutes (the same 50 configurations ran 0.75-1.3x "
+        "as long from one job to the next on one idle stack), which the A-B-A mean does not remove.",
+    ]
+    errors = [f"seed {run.seed}, {side.name} FAILED: {side.error}" for run in runs for side in run.services
+              if side.error]
+    if markdown:
+        print(f"**{title}**\n")
+        print("| " + " | ".join(headers) + " |")
+        print("|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|")
+        for row in table_rows:
+            print("| " + " | ".join(row) + " |")
+        print()
+        for line in notes + errors:
+            print(f"- {line}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for row in table_rows:
+        table.add_row(*row)
+    console = Console(width=220)
+    console.print(table)
+    for line in notes + errors:
+        console.print(f"  {line}", highlight=False)
 
 
 if __name__ == "__main__":

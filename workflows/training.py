@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from pmls.contracts.models import ModelArtifact
     from pmls.contracts.params import ensemble_families, fixed_parameters
     from pmls.contracts.tuning import (
+        TRIALS_PER_RUN,
         CreateStudyInput,
         EndRunInput,
         LogTrialsInput,
@@ -229,6 +230,7 @@ class TrainingWorkflow:
         family_hp = hp.model_copy(update={"optimization_trials": share})
         slots = hp.max_parallel_trials or int(workflow.memo_value("trial_slots", default=2))
         deadline, self._folds = self._tuning_deadline(req), max(prepared.cv_folds, 1)
+
         def create(family: ModelType):
             return self._io("create_study", CreateStudyInput(job_id=job_id, family=family,
                             hyperparameter_config=family_hp, prepared=prepared, seed=seed), StudySpec)
@@ -244,14 +246,15 @@ class TrainingWorkflow:
             child = TuningInput(job_id=job_id, parent_id=workflow.info().workflow_id, mlflow_run_id=run_id,
                                 study=study, prepared=prepared, dataset_config=req.dataset_config,
                                 hyperparameter_config=family_hp, seed=seed,
-                                parallel=max(1, slots // len(families)), deadline=deadline)
+                                parallel=max(1, slots // len(families)), deadline=deadline,
+                                trials_per_run=int(workflow.memo_value("trials_per_run", default=TRIALS_PER_RUN)))
             tasks.append((study, asyncio.create_task(workflow.execute_child_workflow(
                 "TuningWorkflow", child, id=study.study, result_type=TuningResult, memo=_child_memo(),
                 static_summary=f"tuning {family.value}: {study.limit} trials, {study.method}"))))
         await self._await_children([t for _, t in tasks])
         results = [(study, task.result()) for study, task in tasks]
         if run_id:
-            # The searches' last nested runs, logged while the final model fits (awaited before registering).
+            # The searches' last nested runs, logged while the final model fits (awaited before comparing).
             self._trial_logs = [asyncio.create_task(self._io(
                 "log_trials", LogTrialsInput(mlflow_run_id=run_id, family=study.family, results=result.unlogged),
                 None)) for study, result in results if result.unlogged]

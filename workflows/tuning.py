@@ -6,8 +6,8 @@ batch of one): a child workflow per trial costs ~300 ms and an activity per tria
 the servers' CPU beside the trial, a large share of a 1-2 s trial (see PITFALLS.md and bench/overhead).
 Trials are keyed ``trials-{k}/{i}`` in the study, so a retried batch repeats none; a batch that is
 cancelled or fails for good has its trials settled from the study (``collect_trials``). Results are recorded
-in the background: rows every few seconds, nested MLflow runs every 15 s (the last ones are handed to the
-parent, which logs them beside the final fit). The history stays bounded by
+in the background: rows every few seconds, nested MLflow runs every 2 minutes (the last ones are handed
+to the parent, which logs them beside the final fit). The history stays bounded by
 continuing as new; the study (PostgreSQL) is the source of truth.
 """
 
@@ -42,9 +42,11 @@ IO_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=1
 TRIAL_RETRY = RetryPolicy(maximum_attempts=6, initial_interval=timedelta(seconds=2), backoff_coefficient=2,
                           maximum_interval=timedelta(seconds=15), non_retryable_error_types=["DataError"])
 ROWS_EVERY, ROWS_SECONDS = 10, 5.0
-MLFLOW_EVERY, MLFLOW_SECONDS = 20, 15.0  # ~60 ms of MLflow server time per run: beside the trials, not after them
+# Nested MLflow runs cost ~60 ms of MLflow server CPU each, taken from the trials while they run: a long search
+# logs them every 2 minutes, a short one only at its end, where the parent logs them beside the final fit.
+MLFLOW_EVERY, MLFLOW_SECONDS = 100, 120.0
+PRE_PATCH_MLFLOW_EVERY, PRE_PATCH_MLFLOW_SECONDS = 20, 15.0  # searches started before MLFLOW_RUN_PATCH
 PROGRESS_SECONDS = 2.0
-TRIALS_PER_RUN = 250
 BATCH_SECONDS = 10.0
 # Searches started since hand their last nested MLflow runs to the parent (see workflows.training).
 MLFLOW_RUN_PATCH = "mlflow-run-beside-the-pipeline"
@@ -57,16 +59,23 @@ class TuningWorkflow:
         self._exhausted = False
         self._channels: list[_Channel] = []
         self._runs: _Channel | None = None  # the nested MLflow runs' channel, when the job has a run
+        self._finished_at_start = 0  # trials finished by the runs before this one (continue-as-new)
+        self._hand_over = False  # the last nested MLflow runs go to the parent (MLFLOW_RUN_PATCH)
         self._last_progress = None
         self._signals: list[asyncio.Task] = []
 
     @workflow.run
     async def run(self, inp: TuningInput) -> TuningResult:
         self.inp, self.state = inp, inp.state or TuningState()
+        self._finished_at_start = self.state.finished
         self._last_progress = workflow.now()
         # Rows (PostgreSQL, Redis) soon after each batch; nested MLflow runs, the costlier write, seldom.
-        self._runs = (_Channel(self._log_runs, MLFLOW_EVERY, MLFLOW_SECONDS, workflow.now())
-                      if inp.mlflow_run_id else None)
+        # Searches started since MLFLOW_RUN_PATCH log nested runs seldom and hand the last ones to the parent;
+        # one started before keeps its cadence (a cadence change alters the commands a replay expects).
+        self._hand_over = workflow.patched(MLFLOW_RUN_PATCH)
+        every, seconds = ((MLFLOW_EVERY, MLFLOW_SECONDS) if self._hand_over
+                          else (PRE_PATCH_MLFLOW_EVERY, PRE_PATCH_MLFLOW_SECONDS))
+        self._runs = _Channel(self._log_runs, every, seconds, workflow.now()) if inp.mlflow_run_id else None
         self._channels = [_Channel(self._record_rows, ROWS_EVERY, ROWS_SECONDS, workflow.now()),
                           *([self._runs] if self._runs else [])]
         try:
@@ -83,19 +92,18 @@ class TuningWorkflow:
             workflow.continue_as_new(inp.model_copy(update={"state": self.state}))
         # The rows are written before the search closes; the last nested MLflow runs go to the parent, which
         # logs them beside the final fit (they are the costliest write, ~60 ms each on the MLflow server).
-        await self._flush_records(keep_runs=workflow.patched(MLFLOW_RUN_PATCH))
+        await self._flush_records(keep_runs=self._hand_over)
         return self._result(stopped_by)
 
     async def _search(self) -> str:
         """Keep the slots busy until a stop: why it stopped, or "" to continue as new."""
-        finished_at_start, draining = self.state.finished, False
+        draining = False
         while True:
             stopped_by = self._stop_reason()
             if stopped_by:
                 return stopped_by
             # Before continuing as new, let the running batches finish (~10 s) rather than cancel them.
-            draining = draining or (self.state.finished - finished_at_start >= TRIALS_PER_RUN
-                                    or self._suggest_continue())
+            draining = draining or self._run_left() <= 0 or self._suggest_continue()
             if not draining:
                 self._fill_slots()
             if not self._running:
@@ -116,6 +124,10 @@ class TuningWorkflow:
             return "failures"
         return ""
 
+    def _run_left(self) -> int:
+        """Trials this run may still finish before it continues as new."""
+        return self.inp.trials_per_run - (self.state.finished - self._finished_at_start)
+
     def _suggest_continue(self) -> bool:
         return workflow.info().is_continue_as_new_suggested()
 
@@ -135,7 +147,8 @@ class TuningWorkflow:
                 "run_trials",
                 TrialBatchInput(job_id=inp.job_id, study=inp.study, batch=batch, prepared=inp.prepared,
                                 dataset_config=inp.dataset_config, seed=inp.seed,
-                                max_trials=inp.study.limit - self.state.finished, batch_seconds=BATCH_SECONDS,
+                                max_trials=max(1, min(inp.study.limit - self.state.finished, self._run_left())),
+                                batch_seconds=BATCH_SECONDS,
                                 deadline=inp.deadline),
                 result_type=TrialBatch, activity_id=batch, task_queue=_trials_queue(),
                 start_to_close_timeout=timedelta(hours=4), heartbeat_timeout=timedelta(seconds=20),

@@ -143,6 +143,10 @@ class TuningState(BaseModel):
         return self.completed + self.pruned + self.failed
 
 
+# Finished trials per TuningWorkflow run before it continues as new (its history stays bounded).
+TRIALS_PER_RUN = 250
+
+
 class TuningInput(BaseModel):
     job_id: str
     parent_id: str
@@ -155,6 +159,7 @@ class TuningInput(BaseModel):
     parallel: int
     deadline: datetime
     state: TuningState | None = None
+    trials_per_run: int = Field(TRIALS_PER_RUN, ge=1)
 
 
 class TuningProgress(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import redis
@@ -171,3 +172,47 @@ def test_a_budget_shorter_than_one_trial_fails_with_what_to_do(api, demo_request
     job = wait_for(api, job_id, timeout=180)
     assert job["status"] == "FAILED"
     assert "optimization_timeout" in job["error"] and "still running when the budget ran out" in job["error"]
+
+
+def test_a_long_search_continues_as_new_and_loses_or_repeats_no_trial(api, settings, demo_request):
+    """A search continues as new every `trials_per_run` finished trials (250 by default; 3 here, through the
+    workflow's memo, as someone starting the job with `temporal workflow start --memo` could): the study
+    carries on across the runs with exactly the requested trials, each recorded once."""
+    from pmls.contracts import TrainingRequest
+    from pmls.contracts.ids import request_hash
+    from pmls.contracts.workflow import TrainingWorkflowInput
+    from pmls.storage.postgres import JobStore, create_pool
+
+    job_id = unique("chain")
+    request = TrainingRequest.model_validate(tuned(demo_request, job_id, optimization_trials=9, max_parallel_trials=2))
+
+    async def start(client):
+        # What POST /training/start does (the job row, then the workflow), with a small trials-per-run memo.
+        pool = await create_pool(settings.database.url)
+        try:
+            await JobStore(pool).create(job_id=job_id, request=request, request_hash=request_hash(request))
+        finally:
+            await pool.close()
+        await client.start_workflow(
+            "TrainingWorkflow", TrainingWorkflowInput(job_id=job_id, request=request), id=job_id,
+            task_queue=settings.temporal.task_queue,
+            memo={"trials_task_queue": settings.temporal.trials_task_queue, "trial_slots": 2, "trials_per_run": 3})
+
+    temporal(settings, start)
+    job = wait_for(api, job_id, timeout=300)
+    assert job["status"] == "COMPLETED", job.get("error")
+    trials = api.get(f"/api/v1/training/{job_id}/trials").json()
+    assert sorted(t["trial_number"] for t in trials) == list(range(9))
+
+    async def runs(client):
+        # Each run of the chain, as `temporal workflow list` shows them (visibility may lag a moment).
+        for _ in range(20):
+            found = [w.run_id async for w in client.list_workflows(f"WorkflowId = '{job_id}/lightgbm'")]
+            if len(found) >= 2:
+                break
+            await asyncio.sleep(0.5)
+        return found
+
+    assert len(temporal(settings, runs)) >= 2  # a run finishes at most 3 + 3 trials with 2 slots
+    _, nested = mlflow_runs(settings, job_id)
+    assert sorted(r.data.tags["pmls.trial"] for r in nested) == sorted(f"lightgbm/trial-{n}" for n in range(9))
