@@ -18,17 +18,17 @@ written to Parquet; 4,000 rows, where a plain trial takes ~1-2 s on 2 cores) and
   schedule) with the same sampler as the service; the objective samples the same distributions and calls
   ``cross_validate`` with 2 threads. No pruning.
 * **service** — the embedded stack (Temporal, PostgreSQL, Redis, MLflow, both workers, the API) in a
-  temporary ``PMLS_HOME`` on free ports, once per ``PMLS_TRIAL_SLOTS`` setting (1 and 2; the trials worker
-  gives each slot cores / slots threads), one job per seed on it. A LIGHTGBM request with
+  temporary ``PMLS_HOME`` on free ports, a fresh one per seed and ``PMLS_TRIAL_SLOTS`` setting (1 and 2; the
+  trials worker gives each slot cores / slots threads). A LIGHTGBM request with
   ``optimization_trials = N``, ``pruner: none`` and no portfolio goes in through ``POST
   /api/v1/training/start``; the wall time runs from the POST to the moment the tuning child closed with N
   finished trials (so it includes validation, load, split, preparation, study creation and the batched
   recording of trial rows). The job's total time to COMPLETED (final fit, MLflow registration, publishing)
   is shown separately.
 
-Each seed has its own data set and sampler seed, the same on both sides. The plain loop runs again after
-the services over the same configurations (A-B-A); the ratio's reference is the mean of both plain walls,
-since this machine's speed drifts within minutes. With two slots the parallel search evaluates other
+Each seed has its own data set and sampler seed, the same on both sides, and its sides run back to back
+(plain, 1 slot, 2 slots, the plain loop over the 2-slot configurations, the plain loop again): this machine's
+speed changes in phases of seconds to minutes. The ratio's reference is the mean of both plain walls (A-B-A). With two slots the parallel search evaluates other
 configurations than the sequential one, and what they cost differs by seed as much as 2x, so the verdict is
 on the sums of the walls over all seeds; the plain loop also re-runs each service side's own
 configurations ("equal work").
@@ -493,26 +493,25 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sources = {seed: make_dataset(workdir / f"overhead-{seed}.parquet", args.rows, seed) for seed in args.seeds}
         log(f"data: {args.rows} rows x 20 features + {TIME_COLUMN}, seeds {args.seeds} -> {workdir}")
+        # Seed by seed, each side right after the other (plain, 1 slot, 2 slots, the plain loop over the 2-slot
+        # configurations, the plain loop again): this machine's speed changes in phases of seconds to minutes, and
+        # sides measured minutes apart can differ by a third for that alone. A fresh stack per seed and setting.
         for seed, source in sources.items():
             plain, calibration = run_plain(source, args.trials, seed, verbose=args.verbose)
-            runs[seed] = SeedRun(seed, plain, calibration)
-        if not args.skip_service:
-            # One stack per slot setting, each seed's job on it in turn.
+            run = runs[seed] = SeedRun(seed, plain, calibration)
+            if args.skip_service:
+                continue
             for slots in args.slots:
-                for seed, side in run_service(sources, args.trials, slots, timeout=args.timeout,
-                                              keep_home=args.keep_home).items():
-                    runs[seed].services.append(side)
-            # The plain loop once more, after the services (A-B-A): this machine's speed drifts within minutes,
-            # and the reference is the mean of the two plain runs, both of which are printed.
-            for seed, run in runs.items():
-                run.plain.again = run_plain_same(sources[seed], run.plain.params, seed)
+                run.services.append(run_service({seed: source}, args.trials, slots, timeout=args.timeout,
+                                                keep_home=args.keep_home)[seed])
             # One slot evaluates the plain loop's very configurations (same seeds, same ask schedule). With
             # two slots the sampler sees the other slot's running trial and the trials get one thread each, so
             # the configurations differ: the plain loop re-runs that side's own list to compare equal work.
-            for seed, run in runs.items():
-                for side in run.services:
-                    if side.params and side.params != run.plain.params:
-                        run.equal[side.slots] = run_plain_same(sources[seed], side.params, seed)
+            for side in run.services:
+                if side.params and side.params != plain.params:
+                    run.equal[side.slots] = run_plain_same(source, side.params, seed)
+            # The plain loop once more (A-B-A): the reference is the mean of both plain walls.
+            plain.again = run_plain_same(source, plain.params, seed)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.perf_counter() - run_started
