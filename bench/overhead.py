@@ -254,9 +254,8 @@ def tuning_closed_at(settings, workflow_id: str) -> float | None:
     return asyncio.run(closed())
 
 
-def run_service(sources: dict[int, Path], trials: int, slots: int, *, timeout: float,
-                keep_home: bool) -> dict[int, Side]:
-    """One embedded stack with ``slots`` trial slots; one job per seed on it, one after the other."""
+def run_service(source: Path, trials: int, slots: int, seed: int, *, timeout: float, keep_home: bool) -> Side:
+    """A fresh embedded stack with ``slots`` trial slots, warm workers, one job on it."""
     from pmls.settings import Settings
     from pmls.stack import Stack, free_port
 
@@ -266,35 +265,30 @@ def run_service(sources: dict[int, Path], trials: int, slots: int, *, timeout: f
         os.environ[var] = str(free_port())
     os.environ["PMLS_TRIAL_SLOTS"] = str(slots)
     stack = Stack(Settings())
-    sides: dict[int, Side] = {}
+    side = Side(_service_name(slots), slots=slots)
     t_stack = time.perf_counter()
     try:
         stack.start(progress=lambda msg: log(f"service ({slots} slot): {msg}"))
         stack.wait_for_workers()
         stack_s = time.perf_counter() - t_stack
         log(f"service ({slots} slot): stack up in {stack_s:.1f} s; PMLS_HOME {home}")
-        for seed, source in sources.items():
-            sides[seed] = run_job(stack, source, trials, slots, seed, timeout=timeout)
-            sides[seed].extra["stack_start_s"] = stack_s
+        side = run_job(stack, source, trials, slots, seed, timeout=timeout)
+        side.extra["stack_start_s"] = stack_s
     except Exception as exc:  # noqa: BLE001 - report it with the logs, go on with the other runs
-        for seed in sources:
-            side = sides.setdefault(seed, Side(_service_name(slots), slots=slots))
-            side.error = side.error or f"{type(exc).__name__}: {exc}"[:3000]
+        side.error = f"{type(exc).__name__}: {exc}"[:3000]
     finally:
         t_stop = time.perf_counter()
         stack.stop()
         log(f"service ({slots} slot): stack stopped in {time.perf_counter() - t_stop:.1f} s")
-    if any(side.error for side in sides.values()):
-        for side in sides.values():
-            if side.error:
-                side.error = f"{side.error}\n  logs: {home / 'logs'}"
-                log(f"service ({slots} slot) FAILED: {side.error}")
+    if side.error:
+        side.error = f"{side.error}\n  logs: {home / 'logs'}"
+        log(f"service ({slots} slot) FAILED: {side.error}")
         for logfile in sorted((home / "logs").glob("*.log")):
             tail = logfile.read_text(errors="replace")[-1500:]
             print(f"----- {logfile} (tail)\n{tail}", file=sys.stderr)
     elif not keep_home:
         shutil.rmtree(home, ignore_errors=True)
-    return sides
+    return side
 
 
 def _service_name(slots: int) -> str:
@@ -502,8 +496,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.skip_service:
                 continue
             for slots in args.slots:
-                run.services.append(run_service({seed: source}, args.trials, slots, timeout=args.timeout,
-                                                keep_home=args.keep_home)[seed])
+                run.services.append(run_service(source, args.trials, slots, seed, timeout=args.timeout,
+                                                keep_home=args.keep_home))
             # One slot evaluates the plain loop's very configurations (same seeds, same ask schedule). With
             # two slots the sampler sees the other slot's running trial and the trials get one thread each, so
             # the configurations differ: the plain loop re-runs that side's own list to compare equal work.

@@ -11,6 +11,8 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
+from workflows.patches import MLFLOW_RUN_PATCH
+
 with workflow.unsafe.imports_passed_through():
     from pmls.contracts import (
         SUPPORTED_MODEL_TYPES,
@@ -67,10 +69,6 @@ NON_RETRYABLE = ["DataError", "ValidationError", "UnsupportedError"]
 IO_RETRY = RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=10),
                        non_retryable_error_types=NON_RETRYABLE)
 CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
-
-# Jobs started since: the MLflow run is created beside load/split/prepare, the studies at once, the searches'
-# last trial runs logged beside the final fit, and a failed or cancelled job's run closed as such.
-MLFLOW_RUN_PATCH = "mlflow-run-beside-the-pipeline"
 
 # (stage, progress when it starts)
 STAGES = {"validating": 1, "loading_data": 5, "splitting": 10, "preparing": 15, "cross_validating": 25,
@@ -141,8 +139,7 @@ class TrainingWorkflow:
         seed = req.random_seed if req.random_seed is not None else workflow.random().randint(0, 2**31 - 1)
         if req.hyperparameter_config.tunes and workflow.patched(MLFLOW_RUN_PATCH):
             # The job's MLflow run (the trials nest under it), created beside load, split and preparation.
-            self._mlflow_run = asyncio.create_task(
-                self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req, seed=seed), str))
+            self._mlflow_run = asyncio.create_task(self._start_mlflow_run(inp, seed))
 
         await self._enter("loading_data")
         dataset = await self._cpu("load_dataset", LoadDatasetInput(job_id=job_id, dataset_config=cfg), DatasetRef,
@@ -236,7 +233,7 @@ class TrainingWorkflow:
                             hyperparameter_config=family_hp, prepared=prepared, seed=seed), StudySpec)
 
         if self._mlflow_run is None:  # a job started before MLFLOW_RUN_PATCH: its history has this order
-            run_id = await self._io("start_mlflow_run", StartRunInput(job_id=job_id, request=req, seed=seed), str)
+            run_id = await self._start_mlflow_run(inp, seed)
             studies = [await create(family) for family in families]
         else:
             studies = await asyncio.gather(*(create(family) for family in families))
@@ -259,6 +256,10 @@ class TrainingWorkflow:
                 "log_trials", LogTrialsInput(mlflow_run_id=run_id, family=study.family, results=result.unlogged),
                 None)) for study, result in results if result.unlogged]
         return self._best_per_family(prepared, results)
+
+    async def _start_mlflow_run(self, inp: TrainingWorkflowInput, seed: int) -> str:
+        return await self._io("start_mlflow_run", StartRunInput(job_id=inp.job_id, request=inp.request, seed=seed),
+                              str)
 
     async def _trial_runs_logged(self) -> None:
         """Wait for the nested trial runs the searches handed over (an error here fails the job)."""

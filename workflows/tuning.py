@@ -21,6 +21,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityCancellationType
 
+from workflows.patches import MLFLOW_RUN_PATCH
+
 with workflow.unsafe.imports_passed_through():
     from pmls.contracts.tuning import (
         CollectInput,
@@ -48,8 +50,6 @@ MLFLOW_EVERY, MLFLOW_SECONDS = 100, 120.0
 PRE_PATCH_MLFLOW_EVERY, PRE_PATCH_MLFLOW_SECONDS = 20, 15.0  # searches started before MLFLOW_RUN_PATCH
 PROGRESS_SECONDS = 2.0
 BATCH_SECONDS = 10.0
-# Searches started since hand their last nested MLflow runs to the parent (see workflows.training).
-MLFLOW_RUN_PATCH = "mlflow-run-beside-the-pipeline"
 
 
 @workflow.defn(name="TuningWorkflow")

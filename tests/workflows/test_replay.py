@@ -17,8 +17,8 @@ from temporalio.worker import Replayer
 from workflows.training import TrainingWorkflow
 from workflows.tuning import TuningWorkflow
 
-# The current code's own histories (top level) and, in sub-folders, histories recorded before a change
-# that `workflow.patched` guards: jobs in flight during that deploy must still replay.
+# The current code's own histories (top level) and, in a sub-folder named after each patch id
+# (workflows/patches.py), those recorded before that patch: jobs in flight during its deploy must still replay.
 ROOT = Path(__file__).parent / "histories"
 HISTORIES = sorted(ROOT.rglob("*.json"))
 
