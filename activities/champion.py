@@ -15,6 +15,7 @@ from pmls.ml.metrics import HIGHER_IS_BETTER, compute_metrics
 from pmls.storage.registry import ModelRegistry
 
 log = logging.getLogger("pmls.champion")
+MIN_COMPARISON_ROWS = 10  # fewer rows give a comparison that is mostly noise
 
 
 class ChampionActivities:
@@ -24,7 +25,8 @@ class ChampionActivities:
 
     @activity.defn(name="compare_champion")
     def compare_champion(self, inp: CompareChampionInput) -> ChampionComparison:
-        """Score the champion (alias ``production``, else the latest version) exactly as the new model."""
+        """Score the champion (alias ``production``, else the latest version) exactly as the new model, on the
+        test rows neither was fitted on."""
         activity.heartbeat("loading the champion")
         name, metric = inp.request.lineage, inp.trained.primary_metric
         new = inp.trained.metrics.test_metrics.get(metric)
@@ -35,29 +37,63 @@ class ChampionActivities:
         champ_id = model_id(name, champion.tags.get("pmls.model_type", "model"), str(champion.version))
         base = base.model_copy(update={"champion_model_id": champ_id, "champion_version": str(champion.version)})
         try:
-            score = self._score(inp, f"models:/{name}/{champion.version}")
+            new, score, note = self._scores(inp, f"models:/{name}/{champion.version}")
         except Exception as exc:  # noqa: BLE001 - an incomparable champion must not fail the new model
             log.warning("champion %s not comparable: %s", champ_id, exc)
             return base.model_copy(update={"note": f"champion {champ_id} could not be scored: {exc}"[:1000]})
         better = (new - score) if metric in HIGHER_IS_BETTER else (score - new)
         return base.model_copy(update={
-            "champion_score": score, "performance_improvement": float(better),
-            "note": f"{metric}: new {new:.4f} vs champion {champ_id} {score:.4f} on the same test period"})
+            "new_score": new, "champion_score": score, "performance_improvement": float(better),
+            "note": f"{metric}: new {new:.4f} vs champion {champ_id} {score:.4f} {note}"})
 
-    def _score(self, inp: CompareChampionInput, uri: str) -> float:
+    def _scores(self, inp: CompareChampionInput, uri: str) -> tuple[float, float, str]:
+        """(new, champion, how): both scored on the test rows the champion was not fitted on either (the new
+        model's figures come from its fit that never saw the test period)."""
         import mlflow
 
         prepared = self.data.prepared.get(inp.prepared.uri)
         test = pl.read_parquet(inp.splits.test.uri)
-        out = mlflow.pyfunc.load_model(uri).predict(test.drop(inp.request.dataset_config.target).to_pandas())
-        if prepared.classes is None:
-            scores = out["prediction"].to_numpy(dtype=np.float64)
+        loaded = mlflow.pyfunc.load_model(uri)
+        unseen = _unseen_by(loaded, test)
+        how = "on the same test period"
+        if unseen is not None and not unseen.all():
+            kept = int(unseen.sum())
+            if kept < MIN_COMPARISON_ROWS:
+                raise ValueError(f"it was fitted on {test.height - kept} of this job's {test.height} test rows, "
+                                 f"which leaves {kept} rows to compare on")
+            how = f"on the {kept} of {test.height} test rows the champion was not fitted on"
+            test = test.filter(pl.Series(unseen))
+        rows = np.ones(prepared.y["test"].shape[0], dtype=bool) if unseen is None else unseen
+        out = loaded.predict(test.drop(inp.request.dataset_config.target).to_pandas())
+        champion = self._metric(inp, prepared, rows, _scores_of(out, prepared.classes))
+        if rows.all() or not inp.trained.test_scores_uri:
+            new = inp.trained.metrics.test_metrics[inp.trained.primary_metric]
+            if not rows.all():
+                raise ValueError("the new model's test predictions were not kept, so it cannot be scored on "
+                                 "the rows the champion did not see")
         else:
-            missing = [c for c in prepared.classes if f"proba_{c}" not in out.columns]
-            if missing:
-                raise ValueError(f"it does not predict the classes {missing}")
-            scores = np.column_stack([out[f"proba_{c}"].to_numpy(dtype=np.float64) for c in prepared.classes])
-        value = compute_metrics(prepared.task, prepared.y["test"], scores).get(inp.trained.primary_metric)
+            new = self._metric(inp, prepared, rows, np.load(inp.trained.test_scores_uri, allow_pickle=False)[rows])
+        return new, champion, how
+
+    @staticmethod
+    def _metric(inp: CompareChampionInput, prepared, rows: np.ndarray, scores: np.ndarray) -> float:
+        value = compute_metrics(prepared.task, prepared.y["test"][rows], scores).get(inp.trained.primary_metric)
         if value is None:
-            raise ValueError(f"{inp.trained.primary_metric} is undefined on the test period")
+            raise ValueError(f"{inp.trained.primary_metric} is undefined on the rows compared")
         return float(value)
+
+
+def _unseen_by(loaded, test: pl.DataFrame) -> np.ndarray | None:
+    """The test rows the loaded pmls model was not fitted on; None when it does not say (not a pmls model, or
+    one registered before models kept their fitted rows' fingerprints)."""
+    bundle = getattr(loaded.unwrap_python_model(), "bundle", None)
+    return bundle.unseen(test) if bundle is not None and hasattr(bundle, "unseen") else None
+
+
+def _scores_of(out, classes: list | None) -> np.ndarray:
+    if classes is None:
+        return out["prediction"].to_numpy(dtype=np.float64)
+    missing = [c for c in classes if f"proba_{c}" not in out.columns]
+    if missing:
+        raise ValueError(f"it does not predict the classes {missing}")
+    return np.column_stack([out[f"proba_{c}"].to_numpy(dtype=np.float64) for c in classes])

@@ -31,6 +31,7 @@ from pmls.ml.bundle import load_bundle, save_bundle
 from pmls.ml.data import Splits, load_source, prepare_splits
 from pmls.ml.pipeline import (
     Candidate,
+    FinalModel,
     FitOptions,
     Prepared,
     build_ensemble,
@@ -39,6 +40,9 @@ from pmls.ml.pipeline import (
     higher_is_better,
     prepare,
 )
+
+SPLIT_FILES = {"train": "train.parquet", "validation": "validation.parquet", "test": "test.parquet"}
+TEST_SCORES_FILE = "test_scores.npy"
 
 
 class FrameCache:
@@ -107,9 +111,9 @@ class DataActivities:
             splits = prepare_splits(self.frames.read(inp.dataset), inp.dataset_config, seed=inp.seed)
         out = self._job_dir(inp.job_id)
         return SplitRef(
-            train=self._write(splits.train, out / "train.parquet"),
-            validation=self._write(splits.validation, out / "validation.parquet"),
-            test=self._write(splits.test, out / "test.parquet"),
+            train=self._write(splits.train, out / SPLIT_FILES["train"]),
+            validation=self._write(splits.validation, out / SPLIT_FILES["validation"]),
+            test=self._write(splits.test, out / SPLIT_FILES["test"]),
             task=splits.task, classes=splits.classes, description=splits.description,
         )
 
@@ -155,21 +159,21 @@ class DataActivities:
 
     @activity.defn(name="build_ensemble")
     def build_ensemble(self, inp: BuildEnsembleInput) -> TrainedModelRef:
-        """Single, Caruana, JAX blend or stacking — whichever wins on validation — refit, scored, saved."""
+        """Single, Caruana, JAX blend or stacking — whichever wins on the held-out rows — refit, scored, saved."""
         activity.heartbeat("starting")
         started = time.monotonic()
         prepared = self.prepared.get(inp.prepared.uri)
         candidates = [
             Candidate(FitOptions.from_config(inp.dataset_config, c.model_type, c.params, seed=inp.seed,
                                              num_threads=self.threads),
-                      np.load(c.cv.oof_uri, allow_pickle=False) if c.cv.oof_uri else None, c.cv.mean)
+                      np.load(c.cv.oof_uri, allow_pickle=False) if c.cv.oof_uri else None, c.cv.mean,
+                      c.cv.best_iterations)
             for c in inp.candidates
         ]
         with input_errors():
             outcome = build_ensemble(prepared, candidates, seed=inp.seed, callbacks=[_heartbeat],
-                                     bag_folds=inp.bag_folds)
-        bundle_dir = save_bundle(self._job_dir(inp.job_id) / "model", final=outcome.final, prepared=prepared,
-                                 cfg=inp.dataset_config, model_type=ModelType.ENSEMBLE, params={})
+                                     bag_folds=inp.bag_folds, refit_all=inp.refit_full)
+        bundle_dir = self._save(inp, outcome.final, prepared, ModelType.ENSEMBLE, {})
         choice = outcome.choice
         cv = _ensemble_cv(inp, choice)
         return TrainedModelRef(
@@ -181,8 +185,11 @@ class DataActivities:
             model_type=ModelType.ENSEMBLE, cv=cv, features=inp.prepared.features,
             dropped_features=inp.prepared.dropped_features,
             ensemble={"method": choice.method, "weights": choice.weights, "members": choice.members,
-                      "validation_scores": choice.scores, "candidates": _plain_candidates(outcome.candidates),
+                      "heldout_scores": choice.scores, "validation_scores": choice.validation_scores,
+                      "heldout_rows": choice.heldout_rows, "candidates": _plain_candidates(outcome.candidates),
                       "bag_folds": inp.bag_folds if inp.bag_folds >= 2 else 0},
+            fitted_on=list(outcome.final.fitted_on), evaluated_with=list(outcome.final.evaluated_with),
+            test_scores_uri=str(bundle_dir.parent / TEST_SCORES_FILE),
         )
 
     @activity.defn(name="fit_final")
@@ -192,9 +199,10 @@ class DataActivities:
         started = time.monotonic()
         prepared, opts = self._prepared_and_options(inp)
         with input_errors():
-            final = fit_final(prepared, opts, cv_scores=inp.cv.scores if inp.cv else (), callbacks=[_heartbeat])
-        bundle_dir = save_bundle(self._job_dir(inp.job_id) / "model", final=final, prepared=prepared,
-                                 cfg=inp.dataset_config, model_type=inp.model_type, params=_plain(opts.params))
+            final = fit_final(prepared, opts, cv_scores=inp.cv.scores if inp.cv else (),
+                              cv_iterations=inp.cv.best_iterations if inp.cv else (), callbacks=[_heartbeat],
+                              refit_all=inp.refit_full)
+        bundle_dir = self._save(inp, final, prepared, inp.model_type, _plain(opts.params))
         return TrainedModelRef(
             bundle_uri=str(bundle_dir), task=prepared.task, classes=prepared.classes,
             primary_metric=prepared.metric, metrics=final.metrics,
@@ -202,7 +210,21 @@ class DataActivities:
             model_size_mb=_size_mb(bundle_dir), latency_ms_per_row=_latency_ms(bundle_dir, inp),
             duration_seconds=time.monotonic() - started, model_type=inp.model_type, cv=inp.cv,
             features=inp.prepared.features, dropped_features=inp.prepared.dropped_features,
+            fitted_on=list(final.fitted_on), evaluated_with=list(final.evaluated_with),
+            test_scores_uri=str(bundle_dir.parent / TEST_SCORES_FILE),
         )
+
+    def _save(self, inp: FitFinalInput | BuildEnsembleInput, final: FinalModel, prepared: Prepared,
+              model_type: ModelType, params: dict) -> Path:
+        """The serving bundle (with the fingerprints of the rows its model was fitted on) and, beside it,
+        the test predictions its test metrics come from."""
+        job_dir = self._job_dir(inp.job_id)
+        rows = pl.concat([pl.read_parquet(job_dir / SPLIT_FILES[s]) for s in final.fitted_on], how="vertical_relaxed")
+        bundle_dir = save_bundle(job_dir / "model", final=final, prepared=prepared, cfg=inp.dataset_config,
+                                 model_type=model_type, params=params, fitted_rows=rows)
+        if final.test_scores is not None:
+            np.save(job_dir / TEST_SCORES_FILE, final.test_scores, allow_pickle=False)
+        return bundle_dir
 
     def _prepared_and_options(self, inp: CrossValidateInput | FitFinalInput) -> tuple[Prepared, FitOptions]:
         opts = FitOptions.from_config(inp.dataset_config, inp.model_type, inp.params, seed=inp.seed,

@@ -114,6 +114,7 @@ def build_artifact(inp: CompleteJobInput) -> ModelArtifact:
         cv_std=trained.cv.std if trained.cv and trained.cv.scores else None,
         performance_improvement=comparison.performance_improvement if comparison else None,
         champion_model_id=comparison.champion_model_id if comparison else None,
+        fitted_on=trained.fitted_on, test_metrics_fitted_on=trained.evaluated_with,
     )
     return ModelArtifact(
         model_id=reg.model_id, model_type=inp.request.model_type, version=reg.version,

@@ -10,3 +10,7 @@ executions started before replay on the old one. Their recorded histories stay u
 # runs every 2 minutes and hands the last ones to the parent, which logs them beside the final fit; a failed or
 # cancelled job's run is closed FAILED / KILLED.
 MLFLOW_RUN_PATCH = "mlflow-run-beside-the-pipeline"
+
+# ENSEMBLE searches follow the leaders: at a third and two thirds of the tuning window (once every family has
+# finished a trial) the trailing half of the families is stopped and the leaders widen into the freed slots.
+FOLLOW_LEADERS_PATCH = "ensemble-budget-follows-leaders"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from datetime import timedelta
 
 from temporalio import workflow
@@ -11,7 +12,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
-from workflows.patches import MLFLOW_RUN_PATCH
+from workflows.patches import FOLLOW_LEADERS_PATCH, MLFLOW_RUN_PATCH
 
 with workflow.unsafe.imports_passed_through():
     from pmls.contracts import (
@@ -70,6 +71,11 @@ IO_RETRY = RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=10
                        non_retryable_error_types=NON_RETRYABLE)
 CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
 
+# An ENSEMBLE search stops its trailing families at these shares of the tuning window (once every family still
+# searching has finished a trial), keeping the better half and never fewer than MIN_LEADERS families.
+RUNGS = (1 / 3, 2 / 3)
+MIN_LEADERS = 2
+
 # (stage, progress when it starts)
 STAGES = {"validating": 1, "loading_data": 5, "splitting": 10, "preparing": 15, "cross_validating": 25,
           "tuning": 25, "training": 75, "comparing": 85, "registering": 88, "publishing": 95, "completed": 100}
@@ -96,6 +102,8 @@ class TrainingWorkflow:
         self._dirty = False
         self._mlflow_run: asyncio.Task | None = None  # -> the job's MLflow run id, when the job tunes
         self._trial_logs: list[asyncio.Task] = []
+        self._leaders: _Leaders | None = None  # an ENSEMBLE search that follows its leading families
+        self._allocation: dict[str, dict] = {}
 
     @workflow.run
     async def run(self, inp: TrainingWorkflowInput) -> TrainingOutcome:
@@ -155,13 +163,16 @@ class TrainingWorkflow:
             PreparedRef, timeout=timedelta(hours=1),
         )
         found = await self._candidates(inp, prepared, seed)
+        if self._allocation:
+            self._metrics = TrainingMetrics(search_allocation=self._allocation)
         await self._enter("training")
         if req.model_type is ModelType.ENSEMBLE:
             candidates = [EnsembleCandidate(model_type=f, params=p, cv=cv) for f, p, cv in found]
             trained = await self._cpu(
                 "build_ensemble",
                 BuildEnsembleInput(job_id=job_id, prepared=prepared, dataset_config=cfg, candidates=candidates,
-                                   seed=seed, bag_folds=req.validation_config.bag_folds),
+                                   seed=seed, bag_folds=req.validation_config.bag_folds,
+                                   refit_full=req.validation_config.refit_full),
                 TrainedModelRef, timeout=timedelta(hours=4),
             )
         else:
@@ -170,9 +181,12 @@ class TrainingWorkflow:
             trained = await self._cpu(
                 "fit_final",
                 FitFinalInput(job_id=job_id, prepared=prepared, dataset_config=cfg, model_type=req.model_type,
-                              params=params, seed=seed, cv=cv),
+                              params=params, seed=seed, cv=cv, refit_full=req.validation_config.refit_full),
                 TrainedModelRef, timeout=timedelta(hours=4),
             )
+        if self._allocation:
+            trained = trained.model_copy(update={"metrics": trained.metrics.model_copy(
+                update={"search_allocation": self._allocation})})
         self._metrics = trained.metrics
         await self._trial_runs_logged()
         await self._enter("comparing")
@@ -238,18 +252,26 @@ class TrainingWorkflow:
         else:
             studies = await asyncio.gather(*(create(family) for family in families))
             run_id = await self._mlflow_run
+        parallel = max(1, slots // len(families))
+        if len(families) > 1 and workflow.patched(FOLLOW_LEADERS_PATCH):
+            self._leaders = _Leaders({f.value: s.study for f, s in zip(families, studies, strict=True)}, parallel,
+                                     slots, workflow.now(), deadline, prepared.higher_is_better)
         tasks = []
         for family, study in zip(families, studies, strict=True):
             child = TuningInput(job_id=job_id, parent_id=workflow.info().workflow_id, mlflow_run_id=run_id,
                                 study=study, prepared=prepared, dataset_config=req.dataset_config,
                                 hyperparameter_config=family_hp, seed=seed,
-                                parallel=max(1, slots // len(families)), deadline=deadline,
+                                parallel=parallel, deadline=deadline,
                                 trials_per_run=int(workflow.memo_value("trials_per_run", default=TRIALS_PER_RUN)))
             tasks.append((study, asyncio.create_task(workflow.execute_child_workflow(
                 "TuningWorkflow", child, id=study.study, result_type=TuningResult, memo=_child_memo(),
                 static_summary=f"tuning {family.value}: {study.limit} trials, {study.method}"))))
+        if self._leaders is not None:
+            self._leaders.children = {s.family.value: t for s, t in tasks}
         await self._await_children([t for _, t in tasks])
         results = [(study, task.result()) for study, task in tasks]
+        if self._leaders is not None:
+            self._allocation = self._leaders.allocation(results, workflow.now())
         if run_id:
             # The searches' last nested runs, logged while the final model fits (awaited before comparing).
             self._trial_logs = [asyncio.create_task(self._io(
@@ -326,6 +348,8 @@ class TrainingWorkflow:
                 await workflow.wait_condition(lambda: task.done() or self._dirty, timeout=5)
             except TimeoutError:
                 continue
+            if self._leaders is not None:
+                await self._leaders.follow(workflow.now(), self._tuning_by_family)
             if self._dirty:
                 self._dirty = False
                 await self._record()
@@ -415,6 +439,68 @@ class TrainingWorkflow:
 
     def _outcome(self) -> TrainingOutcome:
         return TrainingOutcome(job_id=self._job_id, status=self._status, model_id=self._model_id, error=self._error)
+
+
+class _Leaders:
+    """Successive halving across the families of an ENSEMBLE search: at each rung, once every family still
+    searching has finished a trial, the trailing half is stopped (their finished trials still compete in the
+    ensemble) and the leaders widen into the freed slots. Deterministic: it reads only the children's progress
+    signals and workflow time."""
+
+    def __init__(self, children_ids: dict[str, str], parallel: int, slots: int, start, deadline,
+                 higher_is_better: bool) -> None:
+        self.ids, self.parallel, self.slots = children_ids, dict.fromkeys(children_ids, parallel), slots
+        self.start, self.deadline, self.higher = start, deadline, higher_is_better
+        self.children: dict[str, asyncio.Task] = {}
+        self.stopped: dict[str, dict] = {}
+        self.rung = 0
+
+    def _active(self) -> list[str]:
+        return [f for f in self.ids if f not in self.stopped and not (f in self.children and self.children[f].done())]
+
+    def trailing(self, now, progress: dict) -> list[str]:
+        if self.rung >= len(RUNGS) or now < self.start + (self.deadline - self.start) * RUNGS[self.rung]:
+            return []
+        active = self._active()
+        if any(progress.get(f) is None or progress[f].best_score is None for f in active):
+            return []  # every family finishes a trial before it is judged
+        self.rung += 1
+        keep = max(MIN_LEADERS, math.ceil(len(active) / 2))
+        ranked = sorted(active, key=lambda f: -progress[f].best_score if self.higher else progress[f].best_score)
+        leader = progress[ranked[0]].best_score
+        for family in ranked[keep:]:
+            self.stopped[family] = {
+                "stopped_at_seconds": round((now - self.start).total_seconds(), 1), "rung": self.rung,
+                "reason": f"best CV score {progress[family].best_score:.6g} trailed the leader's {leader:.6g} "
+                          f"at {RUNGS[self.rung - 1]:.0%} of the tuning time"}
+        return ranked[keep:]
+
+    async def follow(self, now, progress: dict) -> None:
+        """Stop the trailing families, widen the rest (signals: fire, and never fail the job over one)."""
+        trailing = self.trailing(now, progress)
+        if not trailing:
+            return
+        signals = [workflow.get_external_workflow_handle(self.ids[f]).signal("stop_search") for f in trailing]
+        remaining = self._active()
+        wider = max(1, self.slots // max(len(remaining), 1))
+        for family in remaining:
+            if wider > self.parallel[family]:
+                self.parallel[family] = wider
+                signals.append(workflow.get_external_workflow_handle(self.ids[family]).signal("widen", wider))
+        for outcome in await asyncio.gather(*signals, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                workflow.logger.info("signal to a tuning child failed: %s", outcome)
+
+    def allocation(self, results: list, now) -> dict[str, dict]:
+        """Per family: the trials it ran, its best CV score, and when and why it stopped."""
+        out = {}
+        for study, result in results:
+            family = study.family.value
+            out[family] = {"trials": result.trials, "completed": result.completed, "pruned": result.pruned,
+                           "best_score": result.best.score if result.best else None,
+                           "stopped_by": result.stopped_by, "final_slots": self.parallel[family],
+                           **self.stopped.get(family, {})}
+        return out
 
 
 def _child_memo() -> dict:

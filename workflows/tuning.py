@@ -63,6 +63,8 @@ class TuningWorkflow:
         self._hand_over = False  # the last nested MLflow runs go to the parent (MLFLOW_RUN_PATCH)
         self._last_progress = None
         self._signals: list[asyncio.Task] = []
+        self._outpaced = False  # the parent stopped this family for the leaders (ENSEMBLE)
+        self._widened = False  # the parent gave this family more slots
 
     @workflow.run
     async def run(self, inp: TuningInput) -> TuningResult:
@@ -116,6 +118,8 @@ class TuningWorkflow:
     # -- the loop --------------------------------------------------------------------------------
     def _stop_reason(self) -> str:
         s, hp = self.state, self.inp.hyperparameter_config
+        if self._outpaced:
+            return "outpaced"
         if s.finished >= self.inp.study.limit:
             return "trials"
         if workflow.now() >= self.inp.deadline:
@@ -167,10 +171,13 @@ class TuningWorkflow:
     async def _wait_for_a_batch(self) -> None:
         remaining = (self.inp.deadline - workflow.now()).total_seconds()
         try:
-            await workflow.wait_condition(lambda: any(t.done() for t in self._running.values()),
-                                          timeout=max(remaining, 0.001))
+            # A stop or wider slots from the parent (ENSEMBLE) take effect at once, not after the next batch.
+            await workflow.wait_condition(
+                lambda: self._outpaced or self._widened or any(t.done() for t in self._running.values()),
+                timeout=max(remaining, 0.001))
         except TimeoutError:
             return
+        self._widened = False
         for batch in [b for b, t in self._running.items() if t.done()]:
             self._take(self._running.pop(batch).result())
 
@@ -255,6 +262,18 @@ class TuningWorkflow:
     @workflow.query(name="progress")
     def progress_query(self) -> TuningProgress:
         return self.progress()
+
+    @workflow.signal
+    def stop_search(self) -> None:
+        """The parent gives this family's remaining time to others: running trials stop, finished ones count."""
+        self._outpaced = True
+
+    @workflow.signal
+    def widen(self, parallel: int) -> None:
+        """More slots for this family (others were stopped); batches start as slots free up."""
+        if parallel > self.inp.parallel:
+            self.inp = self.inp.model_copy(update={"parallel": parallel})
+            self._widened = True
 
     def _result(self, stopped_by: str) -> TuningResult:
         s = self.state

@@ -147,7 +147,13 @@ class ValidationConfig(Contract):
     bag_folds: int = Field(
         0, ge=0, le=10,
         description="ENSEMBLE: refit each chosen member as a bag of k models, each early-stopped on the fold "
-                    "of training + validation it leaves out, predictions averaged (0: one refit per member)",
+                    "of the rows it is fitted on that it leaves out, predictions averaged (0: one refit per member)",
+    )
+    refit_full: bool = Field(
+        True,
+        description="deliver a model refit on every row the request provides (training + validation + test "
+                    "periods); the test metrics stay those of the model fitted on training + validation, which "
+                    "never saw the test period. false: deliver that model",
     )
 
     @field_validator("bag_folds")
@@ -212,6 +218,8 @@ class TrainingMetrics(BaseModel):
     # ours: every metric by split, e.g. {"roc_auc": 0.91, ...}
     validation_metrics: dict[str, float] = Field(default_factory=dict)
     test_metrics: dict[str, float] = Field(default_factory=dict)
+    # ENSEMBLE: how the search's time went to each family (trials, best CV score, when and why it stopped)
+    search_allocation: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class TrainingJob(BaseModel):
@@ -239,6 +247,9 @@ class PerformanceMetrics(BaseModel):
     prediction_latency_ms_per_row: float | None = None
     performance_improvement: float | None = None
     champion_model_id: str | None = None
+    # The periods the registered model was fitted on, and those of the model the test figures come from.
+    fitted_on: list[str] = Field(default_factory=list)
+    test_metrics_fitted_on: list[str] = Field(default_factory=list)
 
 
 class ModelArtifact(BaseModel):

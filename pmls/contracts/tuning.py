@@ -182,7 +182,8 @@ class TuningResult(BaseModel):
     pruned: int = 0
     failed: int = 0
     cancelled: int = 0  # stopped by the budget (or a cancel) before they finished
-    stopped_by: Literal["trials", "timeout", "failures", "exhausted"] = "trials"
+    # "outpaced": an ENSEMBLE job stopped this family to give its time to the families that lead
+    stopped_by: Literal["trials", "timeout", "failures", "exhausted", "outpaced"] = "trials"
     error: str | None = None
     # Finished trials whose nested MLflow runs the search left to the parent, which logs them beside the
     # final fit rather than keep the search open for them (~60 ms of MLflow server time each).

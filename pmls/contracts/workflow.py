@@ -102,6 +102,7 @@ class FitFinalInput(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int
     cv: CVScore | None = None
+    refit_full: bool = True
 
 
 class TrainedModelRef(BaseModel):
@@ -118,6 +119,10 @@ class TrainedModelRef(BaseModel):
     model_type: ModelType | None = None
     cv: CVScore | None = None
     features: list[str] = Field(default_factory=list)
+    # Periods the delivered model was fitted on, and those of the model the test metrics come from.
+    fitted_on: list[str] = Field(default_factory=lambda: ["train", "validation"])
+    evaluated_with: list[str] = Field(default_factory=lambda: ["train", "validation"])
+    test_scores_uri: str | None = None  # .npy of the test predictions the test metrics come from
     dropped_features: dict[str, str] = Field(default_factory=dict)
     ensemble: dict[str, Any] | None = None  # method, weights, members and every candidate's scores
 
@@ -135,6 +140,7 @@ class BuildEnsembleInput(BaseModel):
     candidates: list[EnsembleCandidate]
     seed: int
     bag_folds: int = 0
+    refit_full: bool = True
 
 
 class CompareChampionInput(BaseModel):

@@ -21,6 +21,7 @@ from pmls.ml.preprocess import Preprocessor
 PREPROCESSOR_FILE = "preprocessor.json"
 META_FILE = "meta.json"
 MODEL_DIR = "model"
+FITTED_ROWS_FILE = "fitted_rows.npy"
 
 
 @dataclass
@@ -36,6 +37,19 @@ class Bundle:
     timestamp_column: str | None = None
     entity_column: str | None = None
     params: dict | None = None
+    fitted_on: list[str] | None = None  # the periods of its job the model was fitted on
+    fitted_columns: list[str] | None = None  # the columns its fitted rows' fingerprints are taken over
+    fitted_rows: np.ndarray | None = None  # sorted fingerprints (data.row_fingerprints) of those rows
+
+    def unseen(self, frame: pl.DataFrame) -> np.ndarray | None:
+        """A mask of the rows of ``frame`` this model was not fitted on (None: it cannot tell)."""
+        if self.fitted_rows is None or not self.fitted_columns:
+            return None
+        if any(c not in frame.columns for c in self.fitted_columns):
+            return None
+        from pmls.ml.data import row_fingerprints
+
+        return ~np.isin(row_fingerprints(frame, self.fitted_columns), self.fitted_rows)
 
     @property
     def input_columns(self) -> list[str]:
@@ -80,13 +94,20 @@ class Bundle:
 
 
 def save_bundle(directory: Path, *, final, prepared, cfg: DatasetConfig, model_type: ModelType,
-                params: dict) -> Path:
+                params: dict, fitted_rows: pl.DataFrame | None = None) -> Path:
+    """``fitted_rows``: the raw rows the model was fitted on; their fingerprints are kept with it."""
+    from pmls.ml.data import row_fingerprints
+
     directory.mkdir(parents=True, exist_ok=True)
     (directory / PREPROCESSOR_FILE).write_text(json.dumps(prepared.preprocessor.to_dict(), indent=1))
     final.model.save(directory / MODEL_DIR)
     meta = {"model_type": model_type.value, "task": prepared.task.value, "classes": prepared.classes,
             "metric": prepared.metric, "kept": prepared.kept, "seq_len": final.seq_len,
-            "timestamp_column": cfg.timestamp_column, "entity_column": cfg.entity_column, "params": params}
+            "timestamp_column": cfg.timestamp_column, "entity_column": cfg.entity_column, "params": params,
+            "fitted_on": list(getattr(final, "fitted_on", ())), "fitted_columns": None}
+    if fitted_rows is not None:
+        meta["fitted_columns"] = sorted(fitted_rows.columns)
+        np.save(directory / FITTED_ROWS_FILE, np.unique(row_fingerprints(fitted_rows)), allow_pickle=False)
     (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
     return directory
 
@@ -105,4 +126,6 @@ def load_bundle(directory: str | Path) -> Bundle:
         model=load_model(path / MODEL_DIR), model_type=ModelType(meta["model_type"]), task=Task(meta["task"]),
         classes=meta["classes"], metric=meta["metric"], kept=list(meta["kept"]), seq_len=meta["seq_len"],
         timestamp_column=meta["timestamp_column"], entity_column=meta["entity_column"], params=meta["params"],
+        fitted_on=meta.get("fitted_on"), fitted_columns=meta.get("fitted_columns"),
+        fitted_rows=np.load(rows, allow_pickle=False) if (rows := path / FITTED_ROWS_FILE).is_file() else None,
     )

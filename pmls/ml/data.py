@@ -280,3 +280,22 @@ def prepare_splits(df: pl.DataFrame, cfg: DatasetConfig, *, seed: int) -> Splits
     _check_parts(parts, cfg.target, task)
     description = _describe(how, parts, cfg.timestamp_column)
     return Splits(parts[0], parts[1], parts[2], task, classes, description)
+
+
+def row_fingerprints(frame: pl.DataFrame, columns: list[str] | None = None) -> np.ndarray:
+    """A 64-bit fingerprint per row over ``columns`` (default: all, by name), values compared as text.
+
+    A bundle keeps the fingerprints of the rows it was fitted on, so that a later comparison can judge it
+    only on rows it never saw. Text makes them independent of how a source typed a column, and BLAKE2 of
+    that text keeps them the same across library versions (a library's own row hash may change).
+    """
+    import hashlib
+
+    columns = sorted(frame.columns) if columns is None else columns
+    if not columns or frame.height == 0:
+        return np.zeros(frame.height, dtype=np.uint64)
+    as_text = [(pl.col(c).cast(pl.Float64) if frame.schema[c].is_numeric() else pl.col(c)).cast(pl.String)
+               .fill_null("\x00") for c in columns]  # numbers as floats: 1 and 1.0 are the same value
+    text = frame.select(pl.concat_str(as_text, separator="\x1f").alias("row")).get_column("row")
+    digests = b"".join(hashlib.blake2b(row.encode(), digest_size=8).digest() for row in text)
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)

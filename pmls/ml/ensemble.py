@@ -7,9 +7,11 @@ classification (rows sum to 1), an (n,) vector of values for regression.
 * ``blend_weights``: simplex weights (softmax parametrisation) minimising log loss / RMSE with JAX;
 * ``fit_stacker``: a logistic / ridge meta model on the members' log-odds or values.
 
-All three learn on the OOF rows that every member covers (time-series CV leaves its earliest block
-uncovered, as NaN). ``choose_ensemble`` then scores each method and every single member on the
-validation period, which none of them saw, and keeps the best; ties go to the simpler method.
+All three learn on the held-out rows that every member covers: the members' out-of-fold predictions over
+the training period (time-series CV leaves its earliest block uncovered, as NaN) pooled with their
+predictions on the validation period. ``choose_ensemble`` scores each method on predictions it did not
+learn from (cross-fitted over parts of those rows) beside the best single member, and keeps the best;
+ties go to the simpler method.
 ``EnsembleModel`` serves the winner behind the zoo model's public surface, saved without pickles.
 
 Pure ML: no Temporal, no database. JAX is imported lazily, so importing this module stays cheap.
@@ -21,7 +23,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -41,7 +43,8 @@ TIE_TOLERANCE = 1e-4  # relative: two single models closer than this on the metr
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT_VERSION = 1
 LOG_EPS = 1e-7  # floor for probabilities before a log: keeps meta features and losses finite
-MIN_WEIGHT = 1e-3  # weights below this are dropped from a weighted ensemble (see _weighted_choice)
+MIN_WEIGHT = 1e-3  # weights below this are dropped from a weighted ensemble (see _fit_method)
+CROSSFIT_FOLDS = 5  # parts of the pooled held-out rows that each method is scored on, learnt on the rest
 
 
 # --- shared helpers -------------------------------------------------------------------------------
@@ -348,8 +351,11 @@ class EnsembleChoice:
     weights: list[float] | None  # aligned with ``members``; None for stacking
     stacker: dict | None  # Stacker.to_dict() for stacking
     members: list[int]  # indices into the candidate list handed to choose_ensemble
-    validation_score: float
-    scores: dict[str, float]  # validation score of every method tried ("single": the best member)
+    validation_score: float  # the method's held-out score on the validation period
+    scores: dict[str, float]  # held-out score of every method tried ("single": the best member)
+    heldout_score: float = math.nan  # the method's score over every held-out row (OOF + validation)
+    validation_scores: dict[str, float] = field(default_factory=dict)  # every method on validation alone
+    heldout_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -379,50 +385,78 @@ def best_single(metric: str, scores: Sequence[float], costs: Sequence[float] | N
 def choose_ensemble(oof: list[np.ndarray], y_oof: np.ndarray, valid_scores: list[np.ndarray],
                     y_valid: np.ndarray, task: Task, metric: str, *, seed: int = 0,
                     cv_scores: Sequence[float | None] | None = None,
-                    costs: Sequence[float] | None = None) -> EnsembleChoice:
-    """Fit each method on the OOF rows, score it on validation, keep the best (ties: simplest).
+                    costs: Sequence[float] | None = None, folds: int = CROSSFIT_FOLDS) -> EnsembleChoice:
+    """Judge every method on all held-out predictions at once: the members' out-of-fold predictions over
+    the training rows and their predictions on the validation period, pooled.
 
-    The best single model is chosen by its CV score on the job's folds when every candidate has one (the
-    same folds for all, and less noisy than one validation period), else on validation; near-ties go to
-    the cheaper model (``costs``).
+    Weights and stackers are learnt on those pooled rows; each method is scored on predictions it did not
+    learn from (cross-fitted over ``folds`` parts of the pooled rows), so a method that only overfits the
+    rows it was fitted on loses. The best of the methods wins, the best single model included (chosen by its
+    CV score on the job's folds when every candidate has one, else on the pooled rows; near-ties go to the
+    cheaper model). Ties go to the simpler method. Each method's score on the validation rows alone is kept
+    as a check (``validation_scores``).
     """
     if len(valid_scores) != len(oof) or not oof:
         raise DataError("ensemble", f"{len(oof)} OOF arrays but {len(valid_scores)} validation arrays")
-    singles = [metric_value(task, y_valid, s, metric) for s in valid_scores]
+    pooled = [np.concatenate([np.asarray(o, dtype=np.float64), np.asarray(v, dtype=np.float64)])
+              for o, v in zip(oof, valid_scores, strict=True)]
+    y = np.concatenate([np.asarray(y_oof), np.asarray(y_valid)])
+    in_valid = np.arange(len(y)) >= len(y_oof)
+    rows = coverage(pooled)
+    singles = [metric_value(task, y[rows], p[rows], metric) for p in pooled]
     by_cv = cv_scores is not None and all(v is not None and math.isfinite(v) for v in cv_scores)
     best = best_single(metric, [float(v) for v in cv_scores] if by_cv else singles, costs)  # type: ignore[union-attr]
-    candidates = [EnsembleChoice("single", [1.0], None, [best], singles[best], {})]
-    if len(oof) >= 2 and coverage(oof).any():
-        candidates += _fitted_candidates(oof, y_oof, valid_scores, y_valid, task, metric, seed)
-    scores = {c.method: c.validation_score for c in candidates}
-    winner = min(candidates, key=lambda c: (_loss(metric, c.validation_score), METHODS.index(c.method)))
-    winner.scores = scores
-    return winner
+    heldout = {"single": pooled[best]}
+    fitted: dict[str, EnsembleChoice] = {"single": EnsembleChoice("single", [1.0], None, [best], math.nan, {})}
+    if len(oof) >= 2:
+        for method in METHODS[1:]:
+            try:
+                fitted[method] = _fit_method(method, [p[rows] for p in pooled], y[rows], task, metric, seed)
+                heldout[method] = _crossfit(method, pooled, y, rows, task, metric, seed, folds)
+            except DataError:  # e.g. one class among the pooled rows: that method is simply not a candidate
+                fitted.pop(method, None)
+    scores = {m: metric_value(task, y[rows], p[rows], metric) for m, p in heldout.items()}
+    valid_rows = rows & in_valid
+    checks = {m: metric_value(task, y[valid_rows], p[valid_rows], metric) for m, p in heldout.items()}
+    winner = min(fitted, key=lambda m: (_loss(metric, scores[m]), METHODS.index(m)))
+    choice = fitted[winner]
+    choice.scores, choice.validation_scores = scores, checks
+    choice.heldout_score, choice.validation_score = scores[winner], checks[winner]
+    choice.heldout_rows = int(rows.sum())
+    choice.validation_predictions = heldout[winner][in_valid]  # type: ignore[attr-defined]
+    return choice
 
 
-def _fitted_candidates(oof, y_oof, valid_scores, y_valid, task: Task, metric: str,
-                       seed: int) -> list[EnsembleChoice]:
-    weighted = {"caruana": caruana(oof, y_oof, task, metric),
-                "blend": blend_weights(oof, y_oof, task, seed=seed)}
-    out = [_weighted_choice(method, w, valid_scores, y_valid, task, metric)
-           for method, w in weighted.items()]
-    try:
-        stacker = fit_stacker(oof, y_oof, task, seed=seed)
-    except DataError:  # e.g. one class among the covered rows: stacking is simply not a candidate
-        return out
-    value = metric_value(task, y_valid, stacker.predict_scores(valid_scores), metric)
-    return [*out, EnsembleChoice("stack", None, stacker.to_dict(), list(range(len(oof))), value, {})]
-
-
-def _weighted_choice(method: Method, weights: np.ndarray, valid_scores, y_valid, task: Task,
-                     metric: str) -> EnsembleChoice:
-    # A member kept for a sliver of weight costs a full refit: drop it (softmax weights are never 0)
-    # and renormalise; the validation score below is that of the pruned ensemble.
+def _fit_method(method: str, scores: list[np.ndarray], y: np.ndarray, task: Task, metric: str,
+                seed: int) -> EnsembleChoice:
+    """Learn ``method`` on fully covered rows."""
+    if method == "stack":
+        return EnsembleChoice("stack", None, fit_stacker(scores, y, task, seed=seed).to_dict(),
+                              list(range(len(scores))), math.nan, {})
+    weights = caruana(scores, y, task, metric) if method == "caruana" else blend_weights(scores, y, task, seed=seed)
+    # A member kept for a sliver of weight costs a full refit: drop it (softmax weights are never 0).
     members = [int(i) for i in np.flatnonzero(weights >= MIN_WEIGHT)] or [int(np.argmax(weights))]
     kept = [float(w) for w in weights[members] / weights[members].sum()]
-    choice = EnsembleChoice(method, kept, None, members, math.nan, {})
-    choice.validation_score = metric_value(task, y_valid, combine(valid_scores, choice, task), metric)
-    return choice
+    return EnsembleChoice(method, kept, None, members, math.nan, {})  # type: ignore[arg-type]
+
+
+def _crossfit(method: str, pooled: list[np.ndarray], y: np.ndarray, rows: np.ndarray, task: Task, metric: str,
+              seed: int, folds: int) -> np.ndarray:
+    """Held-out predictions of ``method`` on the covered rows: each part predicted by the method learnt on
+    the other parts (NaN elsewhere)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    index = np.flatnonzero(rows)
+    out = np.full_like(pooled[0], np.nan)
+    classify = task is not Task.REGRESSION
+    if classify:  # no more parts than the rarest class has rows
+        counts = np.bincount(y[index].astype(np.int64))
+        folds = max(2, min(folds, int(counts[counts > 0].min())))
+    splitter = (StratifiedKFold if classify else KFold)(n_splits=folds, shuffle=True, random_state=seed)
+    for learn, held in splitter.split(index, y[index] if classify else None):
+        choice = _fit_method(method, [p[index[learn]] for p in pooled], y[index[learn]], task, metric, seed)
+        out[index[held]] = combine([p[index[held]] for p in pooled], choice, task)
+    return out
 
 
 def combine(member_scores: list[np.ndarray], choice: EnsembleChoice, task: Task) -> np.ndarray:

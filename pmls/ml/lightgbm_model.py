@@ -25,4 +25,7 @@ def lightgbm_params(task: Task, num_classes: int | None, params: dict | None = N
     if task is Task.MULTICLASS:
         full["num_class"] = int(num_classes or 0)
     full.update(params or {})
+    if float(full.get("bagging_fraction", full.get("subsample", 1.0))) < 1.0:
+        # LightGBM ignores a bagging fraction unless bagging_freq is set: without it the parameter is dead.
+        full.setdefault("bagging_freq", full.get("subsample_freq", 1))
     return full

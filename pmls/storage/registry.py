@@ -158,9 +158,12 @@ def _log_run(request: TrainingRequest, splits: SplitRef, trained: TrainedModelRe
         "test_period": cfg.test_period, "best_iteration": trained.best_iteration,
         "feature_selection": cfg.feature_selection, "class_balancing": cfg.class_balancing,
         "data_augmentation": cfg.data_augmentation, "cv_strategy": request.validation_config.cv_strategy,
-        "metric": trained.primary_metric,
+        "metric": trained.primary_metric, "fitted_on": "+".join(trained.fitted_on),
+        "test_metrics_fitted_on": "+".join(trained.evaluated_with),
         **{f"param.{k}": v for k, v in trained.params.items()},
     })
+    # The test_* metrics come from a model that never saw the test period; the model logged may have.
+    mlflow.set_tag("pmls.fitted_on", "+".join(trained.fitted_on))
     metrics = trained.metrics
     values = {f"validation_{k}": v for k, v in metrics.validation_metrics.items()}
     values |= {f"test_{k}": v for k, v in metrics.test_metrics.items()}
@@ -179,6 +182,8 @@ def _log_run(request: TrainingRequest, splits: SplitRef, trained: TrainedModelRe
     mlflow.log_dict({"kept": trained.features, "dropped": trained.dropped_features}, "features.json")
     mlflow.log_text(splits.description, "split.txt")
     mlflow.log_dict(metrics.feature_importance, "feature_importance.json")
+    if metrics.search_allocation:
+        mlflow.log_dict(metrics.search_allocation, "search_allocation.json")
     mlflow.log_text(json.dumps(request.model_dump(mode="json"), indent=2), "training_request.json")
 
 

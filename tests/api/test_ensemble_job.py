@@ -41,8 +41,10 @@ def test_ensemble_job_completes_with_its_members_and_plots(api, settings, tmp_pa
     assert ensemble["method"] in {"single", "caruana", "blend", "stack"}
     assert ensemble["bag_folds"] == 3  # every chosen member served as a bag of three models
     assert len(ensemble["candidates"]) == 5
-    scores = ensemble["validation_scores"]
-    assert scores[ensemble["method"]] >= max(scores.values()) - 1e-12  # the winner on validation (roc_auc)
+    scores = ensemble["heldout_scores"]  # every method on the held-out rows (OOF + validation), cross-fitted
+    assert scores[ensemble["method"]] >= max(scores.values()) - 1e-12  # the winner there (roc_auc)
+    assert set(ensemble["validation_scores"]) == set(scores)  # the validation period alone, as a check
+    assert ensemble["heldout_rows"] > job["training_metrics"].get("validation_rows", 0)
     assert "plots/optimization_history.png" in {a.path for a in client.list_artifacts(run_id, "plots")}
 
     model = mlflow.pyfunc.load_model(f"models:/series_ensemble/{artifact['version']}")

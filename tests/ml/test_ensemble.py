@@ -208,21 +208,42 @@ def test_weight_builders_ignore_uncovered_rows():
 # --- choosing and combining ---------------------------------------------------------------------
 
 
+def _pooled(c: Case, scores: list[np.ndarray], valid: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every held-out prediction of each member (OOF, then validation) and the targets, as choose_ensemble
+    pools them."""
+    return [np.concatenate([o, v]) for o, v in zip(scores, valid, strict=True)], np.concatenate([c.y, c.y_valid])
+
+
 @pytest.mark.parametrize("name", DATASETS)
-def test_choice_is_at_least_as_good_as_the_best_single_on_validation(name):
+def test_choice_is_at_least_as_good_as_the_best_single_on_every_held_out_row(name):
     c, choice = case(name), chosen(name)
-    assert set(choice.scores) == set(METHODS)
-    assert choice.scores["single"] == _best_single(c, c.valid, c.y_valid, c.metric)
-    assert _better_or_equal(c.metric, choice.validation_score, choice.scores["single"])
+    pooled, y = _pooled(c, c.oof, c.valid)
+    assert set(choice.scores) == set(choice.validation_scores) == set(METHODS)
+    assert choice.heldout_rows == len(y)
+    assert choice.scores["single"] == _best_single(c, pooled, y, c.metric)
+    assert _better_or_equal(c.metric, choice.heldout_score, choice.scores["single"])
     best = max(choice.scores.values()) if c.metric in HIGHER_IS_BETTER else min(choice.scores.values())
-    assert choice.validation_score == best
-    # combine reproduces the validation score, from the full list or from the chosen members only
-    for scores in (c.valid, [c.valid[i] for i in choice.members]):
-        assert metric_value(c.task, c.y_valid, combine(scores, choice, c.task), c.metric) == pytest.approx(
-            choice.validation_score, rel=1e-12)
+    assert choice.heldout_score == best == choice.scores[choice.method]
+    assert choice.validation_score == choice.validation_scores[choice.method]
     if choice.weights is not None:
         assert len(choice.weights) == len(choice.members) and all(w > 0 for w in choice.weights)
         assert math.isclose(sum(choice.weights), 1.0) and min(choice.weights) >= MIN_WEIGHT
+
+
+def test_methods_are_judged_on_rows_they_did_not_learn_from():
+    # Twelve members of pure noise beside one real member: a stacker fitted on the rows it is scored on
+    # would look better than it is; judged on rows it did not learn from, the real member alone wins.
+    c = case("breast_cancer")
+    rng = np.random.default_rng(0)
+    noise = [rng.dirichlet([1.0, 1.0], size=len(c.y) + len(c.y_valid)) for _ in range(12)]
+    oof = [c.oof[0]] + [n[: len(c.y)] for n in noise]
+    valid = [c.valid[0]] + [n[len(c.y):] for n in noise]
+    choice = choose_ensemble(oof, c.y, valid, c.y_valid, c.task, "log_loss", seed=0)
+    pooled, y = _pooled(c, oof, valid)
+    in_sample = metric_value(c.task, y, fit_stacker(pooled, y, c.task).predict_scores(pooled), "log_loss")
+    assert choice.scores["stack"] > in_sample  # held out, the stacker's fit to the noise costs it
+    assert _better_or_equal("log_loss", choice.heldout_score, choice.scores["single"])
+    assert 0 in choice.members
 
 
 def test_ties_go_to_the_simpler_method():
@@ -253,20 +274,23 @@ def test_the_best_single_is_chosen_on_the_cv_folds_when_every_candidate_has_a_sc
     # CV says candidate 1 (whatever validation says): the single choice follows the folds.
     choice = choose_ensemble(c.oof[:1] * 2, c.y, worse_first, c.y_valid, c.task, c.metric,
                              cv_scores=[2.0, 0.1], costs=[1.0, 1.0])
-    assert choice.scores["single"] == metric_value(c.task, c.y_valid, c.valid[0], c.metric)
-    # Without CV scores the single model is the better of the two on validation (log loss: the lower).
-    assert by_validation.scores["single"] == min(metric_value(c.task, c.y_valid, v, c.metric) for v in c.valid[:2])
+    pooled, y = _pooled(c, c.oof[:1] * 2, worse_first)
+    assert choice.scores["single"] == metric_value(c.task, y, pooled[1], c.metric)
+    # Without CV scores the single model is the better of the two on the held-out rows (log loss: the lower).
+    pooled, y = _pooled(c, c.oof[:1] * 2, c.valid[:2])
+    assert by_validation.scores["single"] == min(metric_value(c.task, y, p, c.metric) for p in pooled)
 
 
-def test_one_member_or_no_coverage_gives_the_best_single():
+def test_one_member_gives_the_single_and_no_oof_coverage_leaves_the_validation_rows():
     c = case("diabetes")
     one = choose_ensemble(c.oof[:1], c.y, c.valid[:1], c.y_valid, c.task, "rmse")
     assert (one.method, one.members, list(one.scores)) == ("single", [0], ["single"])
     uncovered = [o.copy() for o in c.oof]
     uncovered[0][::2], uncovered[1][1::2] = np.nan, np.nan
     choice = choose_ensemble(uncovered, c.y, c.valid, c.y_valid, c.task, "rmse")
-    assert choice.method == "single"
-    assert choice.validation_score == _best_single(c, c.valid, c.y_valid, "rmse")
+    assert choice.heldout_rows == len(c.y_valid)  # no training row is covered by every member
+    assert choice.scores["single"] == _best_single(c, c.valid, c.y_valid, "rmse")
+    assert _better_or_equal("rmse", choice.heldout_score, choice.scores["single"])
 
 
 def test_choice_is_deterministic_and_json_ready():

@@ -14,8 +14,9 @@ from pmls.contracts import DatasetConfig, ModelType, Task, ValidationConfig
 from pmls.ml.bundle import load_bundle, save_bundle
 from pmls.ml.data import load_source, prepare_splits
 from pmls.ml.demo_data import DEMO_PERIODS, generate_demo_dataset
+from pmls.ml.ensemble import metric_value
 from pmls.ml.errors import DataError
-from pmls.ml.pipeline import FitOptions, cross_validate, fit_final, prepare
+from pmls.ml.pipeline import MAX_ROUND_SCALE, FitOptions, cross_validate, fit_final, predict_scores, prepare
 
 NO_CV = ValidationConfig(cv_strategy="none")
 
@@ -112,28 +113,72 @@ def test_callback_runs_every_round(small):
     calls = []
     opts = lightgbm(cfg, {"num_boost_round": 30, "early_stopping_rounds": 1000})
     final = fit_final(prepared, opts, callbacks=[lambda i, total, loss: calls.append((i, total, loss))])
-    first, refit = calls[:30], calls[30:]
+    first, refits = calls[:30], calls[30:]
     assert [(i, total) for i, total, _ in first] == [(i, 30) for i in range(1, 31)]
     assert all(isinstance(loss, float) for *_, loss in first)  # the validation loss of each round
-    # The refit on training + validation runs the rounds early stopping found, scaled up, with no validation.
-    assert refit and all(loss is None for *_, loss in refit)
-    assert [i for i, _, _ in refit] == list(range(1, len(refit) + 1))
-    assert final.model.best_iteration_ == len(refit)
+    # Two refits with no validation: on training + validation (the test metrics), then on every row.
+    assert refits and all(loss is None for *_, loss in refits)
+    starts = [k for k, (i, _, _) in enumerate(refits) if i == 1]
+    assert len(starts) == 2
+    evaluated, delivered = refits[: starts[1]], refits[starts[1]:]
+    assert [i for i, _, _ in delivered] == list(range(1, len(delivered) + 1))
+    assert final.model.best_iteration_ == len(delivered) >= len(evaluated)
 
 
-def test_the_refit_scales_boosting_rounds_but_not_epochs(small):
+def _rounds_found(calls: list[tuple]) -> int:
+    losses = [loss for *_, loss in calls if loss is not None]  # the first fit's validation loss per step
+    return 1 + int(np.argmin(losses))  # the step early stopping keeps (first of equal losses)
+
+
+@pytest.mark.parametrize("refit_all", [True, False])
+def test_the_refit_scales_boosting_rounds_but_not_epochs(small, refit_all):
     cfg, prepared = small
-    grow = (len(prepared.y["train"]) + len(prepared.y["validation"])) / len(prepared.y["train"])
+    n = {s: len(prepared.y[s]) for s in ("train", "validation", "test")}
+    fitted = n["train"] + n["validation"] + (n["test"] if refit_all else 0)
+    grow = min(fitted / n["train"], MAX_ROUND_SCALE)
     for model_type, params in ((ModelType.LIGHTGBM, {"num_boost_round": 40, "early_stopping_rounds": 1000}),
                                (ModelType.NEURAL_NETWORK, {"max_epochs": 12, "early_stopping_rounds": 1000,
                                                            "hidden_size": 16})):
         calls: list[tuple] = []
         opts = FitOptions.from_config(cfg, model_type, params, seed=0)
-        final = fit_final(prepared, opts, callbacks=[lambda i, total, loss, seen=calls: seen.append((i, total, loss))])
-        losses = [loss for *_, loss in calls if loss is not None]  # the first fit's validation loss per step
-        best = 1 + int(np.argmin(losses))  # the step early stopping keeps (first of equal losses)
+        final = fit_final(prepared, opts, refit_all=refit_all,
+                          callbacks=[lambda i, total, loss, seen=calls: seen.append((i, total, loss))])
+        best = _rounds_found(calls)
         expected = round(best * grow) if model_type is ModelType.LIGHTGBM else best
         assert final.model.best_iteration_ == expected, model_type
+
+
+def test_the_refit_takes_the_rounds_the_cv_folds_found_on_average(frame):
+    cfg = DatasetConfig(source="mem.parquet", target="y", timestamp_column="ts")
+    prepared = prepare(prepare_splits(frame, cfg, seed=0), cfg, ValidationConfig(cv_folds=3))
+    fold_rows = np.mean([len(f.train) for f in prepared.plan.folds])
+    every_row = sum(len(prepared.y[s]) for s in ("train", "validation", "test"))
+    opts = lightgbm(cfg, {"num_boost_round": 200, "early_stopping_rounds": 1000})
+    final = fit_final(prepared, opts, cv_iterations=[10, 20, 30])
+    assert final.model.best_iteration_ == round(20 * min(every_row / fold_rows, MAX_ROUND_SCALE))
+    # Without the folds' iterations: the first fit's best round on validation, scaled from the training rows.
+    calls: list[tuple] = []
+    fallback = fit_final(prepared, opts, callbacks=[lambda i, total, loss: calls.append((i, total, loss))])
+    scale = min(every_row / len(prepared.y["train"]), MAX_ROUND_SCALE)
+    assert fallback.model.best_iteration_ == round(_rounds_found(calls[:200]) * scale)
+
+
+def test_every_row_reaches_the_delivered_model_but_not_the_test_figures(small):
+    cfg, prepared = small
+    opts = lightgbm(cfg)
+    delivered = fit_final(prepared, opts)
+    evaluated = fit_final(prepared, opts, refit_all=False)
+    assert (delivered.fitted_on, delivered.evaluated_with) == (("train", "validation", "test"),
+                                                               ("train", "validation"))
+    assert evaluated.fitted_on == evaluated.evaluated_with == ("train", "validation")
+    # The test figures are those of the model that never saw the test period, in both cases.
+    assert delivered.metrics.test_metrics == evaluated.metrics.test_metrics
+    np.testing.assert_array_equal(delivered.test_scores, evaluated.test_scores)
+    # The delivered model did learn from the test rows: it fits them better than the one that never saw them.
+    X_test, y_test = prepared.inputs("test"), prepared.y["test"]
+    seen = metric_value(Task.BINARY, y_test, predict_scores(delivered.model, Task.BINARY, X_test), "log_loss")
+    unseen = metric_value(Task.BINARY, y_test, evaluated.test_scores, "log_loss")
+    assert seen < unseen
 
 
 def test_callbacks_reach_every_cv_fold(frame):
@@ -176,3 +221,19 @@ def test_demo_dataset_is_learnable(tmp_path):
     final = fit_final(prepared, lightgbm(cfg))
     assert "customer_id" not in prepared.preprocessor.feature_names_  # the entity is not a feature
     assert final.metrics.test_metrics["roc_auc"] > 0.75
+
+
+def test_a_bundle_knows_which_rows_it_was_fitted_on(small, frame, tmp_path):
+    cfg, prepared = small
+    splits = prepare_splits(frame, cfg, seed=0)
+    final = fit_final(prepared, lightgbm(cfg), refit_all=False)
+    fitted = pl.concat([splits.train, splits.validation])
+    bundle = load_bundle(save_bundle(tmp_path / "b", final=final, prepared=prepared, cfg=cfg,
+                                     model_type=ModelType.LIGHTGBM, params={}, fitted_rows=fitted))
+    assert bundle.fitted_on == ["train", "validation"]
+    assert not bundle.unseen(splits.validation).any()
+    assert bundle.unseen(splits.test).all()
+    # Typed differently by another source, the same rows are still recognised.
+    mixed = pl.concat([splits.test.head(5), splits.train.head(5)]).with_columns(pl.col("y").cast(pl.Float64))
+    assert bundle.unseen(mixed).tolist() == [True] * 5 + [False] * 5
+    assert bundle.unseen(splits.test.drop("y")) is None  # without the columns it hashed it cannot tell

@@ -162,7 +162,9 @@ def test_family_end_to_end(tmp_path, family, task):
         np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
         assert set(out["prediction"]) <= set(prepared.classes)
-    assert compute_metrics(task, prepared.y["test"], expected) == pytest.approx(m.test_metrics)
+    # The test figures come from the refit that never saw the test period, not from the delivered model.
+    assert final.evaluated_with == ("train", "validation") and "test" in final.fitted_on
+    assert compute_metrics(task, prepared.y["test"], final.test_scores) == pytest.approx(m.test_metrics)
 
 
 # --- leakage ---------------------------------------------------------------------------------
@@ -223,10 +225,12 @@ def test_balancing_and_augmentation_touch_training_rows_only(monkeypatch):
 
     X, y = prepared.X["train"], prepared.y["train"]
     refit = (np.concatenate([X, prepared.X["validation"]]), np.concatenate([y, prepared.y["validation"]]))
+    every = (np.concatenate([refit[0], prepared.X["test"]]), np.concatenate([refit[1], prepared.y["test"]]))
     # A fold's training rows while validating; the training period for the fit whose validation metrics are
-    # reported; training + validation for the delivered refit. Never a test row, never the rows being scored.
-    expected = [(X[f.train], y[f.train]) for f in prepared.plan.folds] + [(X, y), refit]
-    assert len(oversampled) == len(augmented) == FOLDS + 2
+    # reported; training + validation for the refit whose test metrics are reported. Test rows only in the
+    # delivered refit on every row, which no figure comes from; never the rows being scored.
+    expected = [(X[f.train], y[f.train]) for f in prepared.plan.folds] + [(X, y), refit, every]
+    assert len(oversampled) == len(augmented) == FOLDS + 3
     for call, (rows, labels) in zip(oversampled, expected, strict=True):
         np.testing.assert_array_equal(call["X"], rows)
         np.testing.assert_array_equal(call["y"], labels)
@@ -247,8 +251,9 @@ def test_class_weights_and_sequence_augmentation_touch_training_rows_only(monkey
 
     windows = prepared.inputs("train", SEQ_LEN)
     refit = np.concatenate([windows, prepared.inputs("validation", SEQ_LEN)])
-    expected = [windows[f.train] for f in prepared.plan.folds] + [windows, refit]
-    assert len(sequences) == FOLDS + 2
+    every = np.concatenate([refit, prepared.inputs("test", SEQ_LEN)])
+    expected = [windows[f.train] for f in prepared.plan.folds] + [windows, refit, every]
+    assert len(sequences) == FOLDS + 3
     for call, rows in zip(sequences, expected, strict=True):
         np.testing.assert_array_equal(call["X"], rows)
     # Class weights are computed on the (augmented) training rows: twice a fold's rows, no more.

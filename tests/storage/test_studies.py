@@ -77,13 +77,15 @@ def test_the_median_pruner_stops_a_trial_behind_the_finished_ones_in_any_worker(
     # and its later decisions must see them finish.
     other = StudyStore(settings.database.optuna_url)
     behind = other.ask(spec, n=1, key="trials-2/0")[0]
-    running = [store.ask(spec, n=1, key=f"trials-1/{i}")[0] for i in range(6)]
+    running = [store.ask(spec, n=1, key=f"trials-1/{i}")[0] for i in range(10)]
     assert other.report(spec, behind.trial_id, 0.9, 0) is False  # nothing finished yet: nothing to compare with
-    for trial in running:  # the median pruner waits for five finished trials
+    for trial in running:  # the median pruner waits for ten finished trials
         assert not any(store.report(spec, trial.trial_id, 0.5, step) for step in range(3))
         store.tell(spec, trial.trial_id, TrialResult(number=trial.number, trial_id=trial.trial_id, params=trial.params,
                                                      state="COMPLETE", score=0.5, fold_scores=[0.5] * 3,
                                                      duration_seconds=1.0))
+    late = other.ask(spec, n=1, key="trials-2/2")[0]
+    assert other.report(spec, late.trial_id, 0.95, 0) is False  # one fold never decides, however far behind
     assert other.report(spec, behind.trial_id, 0.9, 1) is True  # minimised: far behind the median 0.5
     ahead = other.ask(spec, n=1, key="trials-2/1")[0]
     assert other.report(spec, ahead.trial_id, 0.1, 0) is False

@@ -21,10 +21,10 @@ VALID_NAME = "validation"
 
 DEFAULT_SPACE = {
     "learning_rate": float_range(0.01, 0.3, log=True),
-    "num_leaves": int_range(8, 256, log=True),
-    "min_child_samples": int_range(5, 100),
-    "feature_fraction": float_range(0.5, 1.0),
-    "bagging_fraction": float_range(0.5, 1.0),
+    "num_leaves": int_range(7, 255, log=True),
+    "min_child_samples": int_range(2, 100, log=True),
+    "feature_fraction": float_range(0.4, 1.0),
+    "bagging_fraction": float_range(0.4, 1.0),
     "lambda_l1": float_range(1e-8, 10.0, log=True),
     "lambda_l2": float_range(1e-8, 10.0, log=True),
 }
