@@ -466,6 +466,8 @@ class _Leaders:
             return []  # every family finishes a trial before it is judged
         self.rung += 1
         keep = max(MIN_LEADERS, math.ceil(len(active) / 2))
+        if len(active) <= keep:
+            return []
         ranked = sorted(active, key=lambda f: -progress[f].best_score if self.higher else progress[f].best_score)
         leader = progress[ranked[0]].best_score
         for family in ranked[keep:]:

@@ -46,3 +46,17 @@ def test_lower_is_better_metrics_rank_the_other_way():
     board = leaders(higher_is_better=False)
     scores = progress(LIGHTGBM=0.30, XGBOOST=0.20, RANDOM_FOREST=0.50, NEURAL_NETWORK=0.25)
     assert board.trailing(START + timedelta(seconds=31), scores) == ["LIGHTGBM", "RANDOM_FOREST"]
+
+
+def test_a_rung_with_every_search_already_finished_stops_nothing():
+    board = leaders()
+    board.children = {f: _Done() for f in FAMILIES}
+    scores = progress(LIGHTGBM=0.7, XGBOOST=0.9, RANDOM_FOREST=0.6, NEURAL_NETWORK=0.8)
+    assert board.trailing(START + timedelta(seconds=31), scores) == []
+    board.children = {"LIGHTGBM": _Done()}  # three still searching: two go on, one stops
+    assert board.trailing(START + timedelta(seconds=61), scores) == ["RANDOM_FOREST"]
+
+
+class _Done:
+    def done(self) -> bool:
+        return True
