@@ -271,7 +271,7 @@ class TrainingWorkflow:
         await self._await_children([t for _, t in tasks])
         results = [(study, task.result()) for study, task in tasks]
         if self._leaders is not None:
-            self._allocation = self._leaders.allocation(results, workflow.now())
+            self._allocation = self._leaders.allocation(results)
         if run_id:
             # The searches' last nested runs, logged while the final model fits (awaited before comparing).
             self._trial_logs = [asyncio.create_task(self._io(
@@ -344,11 +344,9 @@ class TrainingWorkflow:
     async def _record_while(self, task: asyncio.Task) -> None:
         """Keep the job row current from the child's progress signals, at most every few seconds."""
         while not task.done():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: task.done() or self._dirty, timeout=5)
-            except TimeoutError:
-                continue
-            if self._leaders is not None:
+            if self._leaders is not None:  # also on a quiet 5 s: a rung is due by time, not by a signal
                 await self._leaders.follow(workflow.now(), self._tuning_by_family)
             if self._dirty:
                 self._dirty = False
@@ -493,7 +491,7 @@ class _Leaders:
             if isinstance(outcome, BaseException):
                 workflow.logger.info("signal to a tuning child failed: %s", outcome)
 
-    def allocation(self, results: list, now) -> dict[str, dict]:
+    def allocation(self, results: list) -> dict[str, dict]:
         """Per family: the trials it ran, its best CV score, and when and why it stopped."""
         out = {}
         for study, result in results:
