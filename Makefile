@@ -26,9 +26,15 @@ test-fast: install  ## everything but the slow end-to-end tests
 up: install  ## run the stack in the foreground until Ctrl-C
 	$(BIN)/pmls up
 
-lint: install
-	$(BIN)/ruff check pmls api workers workflows activities tests
-	$(BIN)/ruff format --check pmls api workers workflows activities tests || true
+CODE   := pmls api workers workflows activities tests bench
+
+lint: install  ## ruff's checks and its formatting; fails on any finding (`make format` fixes the formatting)
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+
+format: install  ## rewrite the code in ruff's format and apply ruff's safe fixes
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 clean:
 	rm -rf .pmls .pytest_cache .ruff_cache

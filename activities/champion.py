@@ -33,18 +33,27 @@ class ChampionActivities:
         base = ChampionComparison(metric=metric, new_score=new)
         champion = self.registry.champion(name, inp.request.deployment_config.alias, exclude_job=inp.job_id)
         if champion is None:
-            return base.model_copy(update={"first_version": True, "note": f"first version of lineage {name!r}"})
+            return base.model_copy(
+                update={"first_version": True, "note": f"first version of lineage {name!r}"}
+            )
         champ_id = model_id(name, champion.tags.get("pmls.model_type", "model"), str(champion.version))
-        base = base.model_copy(update={"champion_model_id": champ_id, "champion_version": str(champion.version)})
+        base = base.model_copy(
+            update={"champion_model_id": champ_id, "champion_version": str(champion.version)}
+        )
         try:
             new, score, note = self._scores(inp, f"models:/{name}/{champion.version}")
         except Exception as exc:  # noqa: BLE001 - an incomparable champion must not fail the new model
             log.warning("champion %s not comparable: %s", champ_id, exc)
             return base.model_copy(update={"note": f"champion {champ_id} could not be scored: {exc}"[:1000]})
         better = (new - score) if metric in HIGHER_IS_BETTER else (score - new)
-        return base.model_copy(update={
-            "new_score": new, "champion_score": score, "performance_improvement": float(better),
-            "note": f"{metric}: new {new:.4f} vs champion {champ_id} {score:.4f} {note}"})
+        return base.model_copy(
+            update={
+                "new_score": new,
+                "champion_score": score,
+                "performance_improvement": float(better),
+                "note": f"{metric}: new {new:.4f} vs champion {champ_id} {score:.4f} {note}",
+            }
+        )
 
     def _scores(self, inp: CompareChampionInput, uri: str) -> tuple[float, float, str]:
         """(new, champion, how): both scored on the test rows the champion was not fitted on either (the new
@@ -59,8 +68,10 @@ class ChampionActivities:
         if unseen is not None and not unseen.all():
             kept = int(unseen.sum())
             if kept < MIN_COMPARISON_ROWS:
-                raise ValueError(f"it was fitted on {test.height - kept} of this job's {test.height} test rows, "
-                                 f"which leaves {kept} rows to compare on")
+                raise ValueError(
+                    f"it was fitted on {test.height - kept} of this job's {test.height} test rows, "
+                    f"which leaves {kept} rows to compare on"
+                )
             how = f"on the {kept} of {test.height} test rows the champion was not fitted on"
             test = test.filter(pl.Series(unseen))
         rows = np.ones(prepared.y["test"].shape[0], dtype=bool) if unseen is None else unseen
@@ -69,15 +80,21 @@ class ChampionActivities:
         if rows.all() or not inp.trained.test_scores_uri:
             new = inp.trained.metrics.test_metrics[inp.trained.primary_metric]
             if not rows.all():
-                raise ValueError("the new model's test predictions were not kept, so it cannot be scored on "
-                                 "the rows the champion did not see")
+                raise ValueError(
+                    "the new model's test predictions were not kept, so it cannot be scored on "
+                    "the rows the champion did not see"
+                )
         else:
-            new = self._metric(inp, prepared, rows, np.load(inp.trained.test_scores_uri, allow_pickle=False)[rows])
+            new = self._metric(
+                inp, prepared, rows, np.load(inp.trained.test_scores_uri, allow_pickle=False)[rows]
+            )
         return new, champion, how
 
     @staticmethod
     def _metric(inp: CompareChampionInput, prepared, rows: np.ndarray, scores: np.ndarray) -> float:
-        value = compute_metrics(prepared.task, prepared.y["test"][rows], scores).get(inp.trained.primary_metric)
+        value = compute_metrics(prepared.task, prepared.y["test"][rows], scores).get(
+            inp.trained.primary_metric
+        )
         if value is None:
             raise ValueError(f"{inp.trained.primary_metric} is undefined on the rows compared")
         return float(value)

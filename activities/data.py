@@ -91,7 +91,9 @@ class DataActivities:
 
     def _write(self, frame: pl.DataFrame, path: Path) -> DatasetRef:
         frame.write_parquet(path)
-        ref = DatasetRef(uri=str(path), content_hash=_file_hash(path), rows=frame.height, columns=frame.columns)
+        ref = DatasetRef(
+            uri=str(path), content_hash=_file_hash(path), rows=frame.height, columns=frame.columns
+        )
         self.frames.put(ref.content_hash, frame)
         return ref
 
@@ -114,7 +116,9 @@ class DataActivities:
             train=self._write(splits.train, out / SPLIT_FILES["train"]),
             validation=self._write(splits.validation, out / SPLIT_FILES["validation"]),
             test=self._write(splits.test, out / SPLIT_FILES["test"]),
-            task=splits.task, classes=splits.classes, description=splits.description,
+            task=splits.task,
+            classes=splits.classes,
+            description=splits.description,
         )
 
     @activity.defn(name="prepare_features")
@@ -128,10 +132,15 @@ class DataActivities:
         self.prepared.put(str(path), prepared)
         plan = prepared.plan
         return PreparedRef(
-            uri=str(path), task=prepared.task, metric=prepared.metric,
-            higher_is_better=higher_is_better(prepared.metric), features=prepared.names,
+            uri=str(path),
+            task=prepared.task,
+            metric=prepared.metric,
+            higher_is_better=higher_is_better(prepared.metric),
+            features=prepared.names,
             dropped_features=prepared.selection.dropped if prepared.selection else {},
-            cv_strategy=plan.strategy, cv_folds=len(plan.folds), cv_description=plan.description,
+            cv_strategy=plan.strategy,
+            cv_folds=len(plan.folds),
+            cv_description=plan.description,
             rows={s: int(len(prepared.y[s])) for s in ("train", "validation", "test")},
         )
 
@@ -144,9 +153,15 @@ class DataActivities:
         with input_errors():
             result = cross_validate(prepared, opts, callbacks=[_heartbeat])
         oof_uri = self.save_oof(inp.job_id, f"{inp.model_type.value.lower()}-fixed", result.oof)
-        return CVScore(metric=result.metric, scores=result.scores, mean=result.mean, std=result.std,
-                       best_iterations=result.best_iterations, duration_seconds=time.monotonic() - started,
-                       oof_uri=oof_uri)
+        return CVScore(
+            metric=result.metric,
+            scores=result.scores,
+            mean=result.mean,
+            std=result.std,
+            best_iterations=result.best_iterations,
+            duration_seconds=time.monotonic() - started,
+            oof_uri=oof_uri,
+        )
 
     def save_oof(self, job_id: str, name: str, oof) -> str | None:
         """Out-of-fold scores by reference: ensembles of this job read them back."""
@@ -164,31 +179,57 @@ class DataActivities:
         started = time.monotonic()
         prepared = self.prepared.get(inp.prepared.uri)
         candidates = [
-            Candidate(FitOptions.from_config(inp.dataset_config, c.model_type, c.params, seed=inp.seed,
-                                             num_threads=self.threads),
-                      np.load(c.cv.oof_uri, allow_pickle=False) if c.cv.oof_uri else None, c.cv.mean,
-                      c.cv.best_iterations)
+            Candidate(
+                FitOptions.from_config(
+                    inp.dataset_config, c.model_type, c.params, seed=inp.seed, num_threads=self.threads
+                ),
+                np.load(c.cv.oof_uri, allow_pickle=False) if c.cv.oof_uri else None,
+                c.cv.mean,
+                c.cv.best_iterations,
+            )
             for c in inp.candidates
         ]
         with input_errors():
-            outcome = build_ensemble(prepared, candidates, seed=inp.seed, callbacks=[_heartbeat],
-                                     bag_folds=inp.bag_folds, refit_all=inp.refit_full)
+            outcome = build_ensemble(
+                prepared,
+                candidates,
+                seed=inp.seed,
+                callbacks=[_heartbeat],
+                bag_folds=inp.bag_folds,
+                refit_all=inp.refit_full,
+            )
         bundle_dir = self._save(inp, outcome.final, prepared, ModelType.ENSEMBLE, {})
         choice = outcome.choice
         cv = _ensemble_cv(inp, choice)
         return TrainedModelRef(
-            bundle_uri=str(bundle_dir), task=prepared.task, classes=prepared.classes,
-            primary_metric=prepared.metric, metrics=outcome.final.metrics.model_copy(
-                update={"cross_validation_scores": cv.scores if cv else []}),
-            best_iteration=0, params={}, model_size_mb=_size_mb(bundle_dir),
-            latency_ms_per_row=_latency_ms(bundle_dir, inp), duration_seconds=time.monotonic() - started,
-            model_type=ModelType.ENSEMBLE, cv=cv, features=inp.prepared.features,
+            bundle_uri=str(bundle_dir),
+            task=prepared.task,
+            classes=prepared.classes,
+            primary_metric=prepared.metric,
+            metrics=outcome.final.metrics.model_copy(
+                update={"cross_validation_scores": cv.scores if cv else []}
+            ),
+            best_iteration=0,
+            params={},
+            model_size_mb=_size_mb(bundle_dir),
+            latency_ms_per_row=_latency_ms(bundle_dir, inp),
+            duration_seconds=time.monotonic() - started,
+            model_type=ModelType.ENSEMBLE,
+            cv=cv,
+            features=inp.prepared.features,
             dropped_features=inp.prepared.dropped_features,
-            ensemble={"method": choice.method, "weights": choice.weights, "members": choice.members,
-                      "heldout_scores": choice.scores, "validation_scores": choice.validation_scores,
-                      "heldout_rows": choice.heldout_rows, "candidates": _plain_candidates(outcome.candidates),
-                      "bag_folds": inp.bag_folds if inp.bag_folds >= 2 else 0},
-            fitted_on=list(outcome.final.fitted_on), evaluated_with=list(outcome.final.evaluated_with),
+            ensemble={
+                "method": choice.method,
+                "weights": choice.weights,
+                "members": choice.members,
+                "heldout_scores": choice.scores,
+                "validation_scores": choice.validation_scores,
+                "heldout_rows": choice.heldout_rows,
+                "candidates": _plain_candidates(outcome.candidates),
+                "bag_folds": inp.bag_folds if inp.bag_folds >= 2 else 0,
+            },
+            fitted_on=list(outcome.final.fitted_on),
+            evaluated_with=list(outcome.final.evaluated_with),
             test_scores_uri=str(bundle_dir.parent / TEST_SCORES_FILE),
         )
 
@@ -199,42 +240,77 @@ class DataActivities:
         started = time.monotonic()
         prepared, opts = self._prepared_and_options(inp)
         with input_errors():
-            final = fit_final(prepared, opts, cv_scores=inp.cv.scores if inp.cv else (),
-                              cv_iterations=inp.cv.best_iterations if inp.cv else (), callbacks=[_heartbeat],
-                              refit_all=inp.refit_full)
+            final = fit_final(
+                prepared,
+                opts,
+                cv_scores=inp.cv.scores if inp.cv else (),
+                cv_iterations=inp.cv.best_iterations if inp.cv else (),
+                callbacks=[_heartbeat],
+                refit_all=inp.refit_full,
+            )
         bundle_dir = self._save(inp, final, prepared, inp.model_type, _plain(opts.params))
         return TrainedModelRef(
-            bundle_uri=str(bundle_dir), task=prepared.task, classes=prepared.classes,
-            primary_metric=prepared.metric, metrics=final.metrics,
-            best_iteration=int(final.model.best_iteration_ or 0), params=_plain(opts.params),
-            model_size_mb=_size_mb(bundle_dir), latency_ms_per_row=_latency_ms(bundle_dir, inp),
-            duration_seconds=time.monotonic() - started, model_type=inp.model_type, cv=inp.cv,
-            features=inp.prepared.features, dropped_features=inp.prepared.dropped_features,
-            fitted_on=list(final.fitted_on), evaluated_with=list(final.evaluated_with),
+            bundle_uri=str(bundle_dir),
+            task=prepared.task,
+            classes=prepared.classes,
+            primary_metric=prepared.metric,
+            metrics=final.metrics,
+            best_iteration=int(final.model.best_iteration_ or 0),
+            params=_plain(opts.params),
+            model_size_mb=_size_mb(bundle_dir),
+            latency_ms_per_row=_latency_ms(bundle_dir, inp),
+            duration_seconds=time.monotonic() - started,
+            model_type=inp.model_type,
+            cv=inp.cv,
+            features=inp.prepared.features,
+            dropped_features=inp.prepared.dropped_features,
+            fitted_on=list(final.fitted_on),
+            evaluated_with=list(final.evaluated_with),
             test_scores_uri=str(bundle_dir.parent / TEST_SCORES_FILE),
         )
 
-    def _save(self, inp: FitFinalInput | BuildEnsembleInput, final: FinalModel, prepared: Prepared,
-              model_type: ModelType, params: dict) -> Path:
+    def _save(
+        self,
+        inp: FitFinalInput | BuildEnsembleInput,
+        final: FinalModel,
+        prepared: Prepared,
+        model_type: ModelType,
+        params: dict,
+    ) -> Path:
         """The serving bundle (with the fingerprints of the rows its model was fitted on) and, beside it,
         the test predictions its test metrics come from."""
         job_dir = self._job_dir(inp.job_id)
-        rows = pl.concat([pl.read_parquet(job_dir / SPLIT_FILES[s]) for s in final.fitted_on], how="vertical_relaxed")
-        bundle_dir = save_bundle(job_dir / "model", final=final, prepared=prepared, cfg=inp.dataset_config,
-                                 model_type=model_type, params=params, fitted_rows=rows)
+        rows = pl.concat(
+            [pl.read_parquet(job_dir / SPLIT_FILES[s]) for s in final.fitted_on], how="vertical_relaxed"
+        )
+        bundle_dir = save_bundle(
+            job_dir / "model",
+            final=final,
+            prepared=prepared,
+            cfg=inp.dataset_config,
+            model_type=model_type,
+            params=params,
+            fitted_rows=rows,
+        )
         if final.test_scores is not None:
             np.save(job_dir / TEST_SCORES_FILE, final.test_scores, allow_pickle=False)
         return bundle_dir
 
     def _prepared_and_options(self, inp: CrossValidateInput | FitFinalInput) -> tuple[Prepared, FitOptions]:
-        opts = FitOptions.from_config(inp.dataset_config, inp.model_type, inp.params, seed=inp.seed,
-                                      num_threads=self.threads)
+        opts = FitOptions.from_config(
+            inp.dataset_config, inp.model_type, inp.params, seed=inp.seed, num_threads=self.threads
+        )
         return self.prepared.get(inp.prepared.uri), opts
 
     def _splits(self, ref: SplitRef) -> Splits:
-        return Splits(train=self.frames.read(ref.train), validation=self.frames.read(ref.validation),
-                      test=self.frames.read(ref.test), task=ref.task, classes=ref.classes,
-                      description=ref.description)
+        return Splits(
+            train=self.frames.read(ref.train),
+            validation=self.frames.read(ref.validation),
+            test=self.frames.read(ref.test),
+            task=ref.task,
+            classes=ref.classes,
+            description=ref.description,
+        )
 
 
 HEARTBEAT_SECONDS = 1.0
@@ -304,4 +380,6 @@ def _latency_ms(bundle_dir: Path, inp: FitFinalInput | BuildEnsembleInput) -> fl
 
 
 def _plain(params: dict) -> dict:
-    return {k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for k, v in params.items()}
+    return {
+        k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for k, v in params.items()
+    }

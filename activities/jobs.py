@@ -39,8 +39,13 @@ class JobActivities:
     async def record_job_status(self, update: JobStatusUpdate) -> None:
         """PostgreSQL first (the truth), then the Redis copy."""
         job = await self.jobs.update(
-            job_id=update.job_id, status=update.status, stage=update.stage, progress=update.progress,
-            metrics=update.metrics, error=update.error, model_id=update.model_id,
+            job_id=update.job_id,
+            status=update.status,
+            stage=update.stage,
+            progress=update.progress,
+            metrics=update.metrics,
+            error=update.error,
+            model_id=update.model_id,
             estimated_completion=update.estimated_completion,
         )
         if job is not None:
@@ -62,9 +67,16 @@ class JobActivities:
         sample = pl.read_parquet(inp.splits.test.uri).select(bundle.input_columns).head(20).to_pandas()
         with tempfile.TemporaryDirectory(prefix="pmls-plots-") as tmp:
             make_plots(inp, bundle, trials, Path(tmp))
-            return self.registry.register(job_id=inp.job_id, request=inp.request, splits=inp.splits,
-                                          trained=inp.trained, bundle=bundle, sample=sample,
-                                          comparison=inp.comparison, plots_dir=Path(tmp))
+            return self.registry.register(
+                job_id=inp.job_id,
+                request=inp.request,
+                splits=inp.splits,
+                trained=inp.trained,
+                bundle=bundle,
+                sample=sample,
+                comparison=inp.comparison,
+                plots_dir=Path(tmp),
+            )
 
     @activity.defn(name="complete_job")
     async def complete_job(self, inp: CompleteJobInput) -> ModelArtifact:
@@ -75,8 +87,12 @@ class JobActivities:
             await upsert_artifact(conn, artifact)
             await add_event(conn, event, aggregate_id=inp.job_id)
         job = await self.jobs.update(
-            job_id=inp.job_id, status=TrainingStatus.COMPLETED, stage="completed", progress=100.0,
-            metrics=inp.trained.metrics, model_id=artifact.model_id,
+            job_id=inp.job_id,
+            status=TrainingStatus.COMPLETED,
+            stage="completed",
+            progress=100.0,
+            metrics=inp.trained.metrics,
+            model_id=artifact.model_id,
         )
         if job is not None:
             await self.cache.set_job(job)
@@ -108,19 +124,28 @@ def build_artifact(inp: CompleteJobInput) -> ModelArtifact:
     trained, reg, comparison = inp.trained, inp.registered, inp.comparison
     metrics = trained.metrics
     perf = PerformanceMetrics(
-        primary_metric=trained.primary_metric, test=metrics.test_metrics, validation=metrics.validation_metrics,
+        primary_metric=trained.primary_metric,
+        test=metrics.test_metrics,
+        validation=metrics.validation_metrics,
         prediction_latency_ms_per_row=trained.latency_ms_per_row,
         cv_mean=trained.cv.mean if trained.cv and trained.cv.scores else None,
         cv_std=trained.cv.std if trained.cv and trained.cv.scores else None,
         performance_improvement=comparison.performance_improvement if comparison else None,
         champion_model_id=comparison.champion_model_id if comparison else None,
-        fitted_on=trained.fitted_on, test_metrics_fitted_on=trained.evaluated_with,
+        fitted_on=trained.fitted_on,
+        test_metrics_fitted_on=trained.evaluated_with,
     )
     return ModelArtifact(
-        model_id=reg.model_id, model_type=inp.request.model_type, version=reg.version,
-        training_job_id=inp.job_id, performance_metrics=perf, model_size_mb=trained.model_size_mb,
+        model_id=reg.model_id,
+        model_type=inp.request.model_type,
+        version=reg.version,
+        training_job_id=inp.job_id,
+        performance_metrics=perf,
+        model_size_mb=trained.model_size_mb,
         deployment_ready=deployment_ready(inp),
-        model_name=reg.model_name, model_uri=reg.model_uri, mlflow_run_id=reg.run_id,
+        model_name=reg.model_name,
+        model_uri=reg.model_uri,
+        mlflow_run_id=reg.run_id,
         created_at=inp.finished_at,
     )
 
@@ -137,10 +162,14 @@ def build_event(inp: CompleteJobInput, artifact: ModelArtifact) -> TrainingCompl
         event_id=completed_event_id(inp.job_id),
         timestamp=datetime.now(UTC),
         training_completed=TrainingCompletedData(
-            training_job_id=inp.job_id, model_id=artifact.model_id, model_type=inp.request.model_type.value,
-            training_duration_minutes=round(minutes), final_accuracy=_accuracy(task, metrics.test_metrics),
+            training_job_id=inp.job_id,
+            model_id=artifact.model_id,
+            model_type=inp.request.model_type.value,
+            training_duration_minutes=round(minutes),
+            final_accuracy=_accuracy(task, metrics.test_metrics),
             validation_accuracy=_accuracy(task, metrics.validation_metrics),
-            hyperparameter_trials=inp.hyperparameter_trials, deployment_ready=artifact.deployment_ready,
+            hyperparameter_trials=inp.hyperparameter_trials,
+            deployment_ready=artifact.deployment_ready,
             performance_improvement=artifact.performance_metrics.performance_improvement or 0.0,
         ),
     )

@@ -69,9 +69,16 @@ class TrialActivities:
             result = self.studies.finished(spec.trial_id) if spec.claimed else None
             if result is None:
                 activity.heartbeat(f"trial {spec.number}")
-                result = self._evaluate(TrialInput(job_id=inp.job_id, study=inp.study, trial=spec,
-                                                   prepared=inp.prepared, dataset_config=inp.dataset_config,
-                                                   seed=inp.seed + spec.number))
+                result = self._evaluate(
+                    TrialInput(
+                        job_id=inp.job_id,
+                        study=inp.study,
+                        trial=spec,
+                        prepared=inp.prepared,
+                        dataset_config=inp.dataset_config,
+                        seed=inp.seed + spec.number,
+                    )
+                )
                 self.studies.tell(inp.study, spec.trial_id, result)
             batch.results.append(result)
             if result.state == "FAILED":
@@ -97,27 +104,45 @@ class TrialActivities:
                 raise optuna.TrialPruned()
 
         prepared = self.data.prepared.get(inp.prepared.uri)
-        opts = FitOptions.from_config(inp.dataset_config, spec.family, params, seed=inp.seed,
-                                      num_threads=self.data.threads)
+        opts = FitOptions.from_config(
+            inp.dataset_config, spec.family, params, seed=inp.seed, num_threads=self.data.threads
+        )
         try:
             cv = cross_validate(prepared, opts, callbacks=[_heartbeat], on_fold=on_fold)
         except optuna.TrialPruned:
-            return TrialResult(**base, state="PRUNED", score=float(np.mean(folds)), fold_scores=folds,
-                               duration_seconds=time.monotonic() - started)
+            return TrialResult(
+                **base,
+                state="PRUNED",
+                score=float(np.mean(folds)),
+                fold_scores=folds,
+                duration_seconds=time.monotonic() - started,
+            )
         except (CancelledError, StudyUnavailable):
             raise
         except Exception as exc:  # noqa: BLE001 - a bad configuration fails its trial, not the job
-            return TrialResult(**base, state="FAILED", error=f"{type(exc).__name__}: {exc}"[:2000],
-                               fold_scores=folds, duration_seconds=time.monotonic() - started)
+            return TrialResult(
+                **base,
+                state="FAILED",
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                fold_scores=folds,
+                duration_seconds=time.monotonic() - started,
+            )
         oof_uri = self.data.save_oof(inp.job_id, f"{spec.family.value.lower()}-trial-{trial.number}", cv.oof)
-        return TrialResult(**base, state="COMPLETE", score=cv.mean, fold_scores=cv.scores,
-                           best_iterations=cv.best_iterations, duration_seconds=time.monotonic() - started,
-                           oof_uri=oof_uri)
+        return TrialResult(
+            **base,
+            state="COMPLETE",
+            score=cv.mean,
+            fold_scores=cv.scores,
+            best_iterations=cv.best_iterations,
+            duration_seconds=time.monotonic() - started,
+            oof_uri=oof_uri,
+        )
 
 
 class StudyActivities:
-    def __init__(self, studies: StudyStore, experiments: ExperimentStore, cache: Cache,
-                 registry: ModelRegistry) -> None:
+    def __init__(
+        self, studies: StudyStore, experiments: ExperimentStore, cache: Cache, registry: ModelRegistry
+    ) -> None:
         self.studies = studies
         self.experiments = experiments
         self.cache = cache
@@ -134,7 +159,9 @@ class StudyActivities:
     @activity.defn(name="start_mlflow_run")
     async def start_mlflow_run(self, inp: StartRunInput) -> str:
         """The job's parent MLflow run, before the trials nest under it (idempotent)."""
-        return await asyncio.to_thread(self.registry.start_run, job_id=inp.job_id, request=inp.request, seed=inp.seed)
+        return await asyncio.to_thread(
+            self.registry.start_run, job_id=inp.job_id, request=inp.request, seed=inp.seed
+        )
 
     @activity.defn(name="end_mlflow_run")
     async def end_mlflow_run(self, inp: EndRunInput) -> None:
@@ -144,7 +171,9 @@ class StudyActivities:
     @activity.defn(name="collect_trials")
     async def collect_trials(self, inp: CollectInput) -> list[TrialResult]:
         """The trials of a batch that was cancelled or failed for good: kept if told, settled if not."""
-        return await asyncio.to_thread(self.studies.collect, inp.study, inp.batch, state=inp.state, error=inp.error)
+        return await asyncio.to_thread(
+            self.studies.collect, inp.study, inp.batch, state=inp.state, error=inp.error
+        )
 
     @activity.defn(name="record_trials")
     async def record_trials(self, inp: RecordTrialsInput) -> None:
@@ -165,16 +194,29 @@ def study_spec(inp: CreateStudyInput) -> StudySpec:
     hp, prepared = inp.hyperparameter_config, inp.prepared
     space, fixed = merge_space(inp.family, hp.search_space)
     return StudySpec(
-        study=study_name(inp.job_id, inp.family), family=inp.family,
-        direction="maximize" if prepared.higher_is_better else "minimize", method=hp.optimization_method,
-        pruner=hp.pruner, folds=max(prepared.cv_folds, 1), seed=inp.seed, space=space, fixed=fixed,
-        portfolio=portfolio(inp.family, space) if hp.portfolio else [], limit=hp.optimization_trials,
+        study=study_name(inp.job_id, inp.family),
+        family=inp.family,
+        direction="maximize" if prepared.higher_is_better else "minimize",
+        method=hp.optimization_method,
+        pruner=hp.pruner,
+        folds=max(prepared.cv_folds, 1),
+        seed=inp.seed,
+        space=space,
+        fixed=fixed,
+        portfolio=portfolio(inp.family, space) if hp.portfolio else [],
+        limit=hp.optimization_trials,
     )
 
 
 def _row(inp: RecordTrialsInput, result: TrialResult) -> dict:
     score = result.score if result.score is not None else math.nan
-    return {"experiment_id": trial_key(inp.job_id, inp.study.family, result.number), "training_job_id": inp.job_id,
-            "hyperparameters": result.params, "performance_score": float(score), "trial_number": result.number,
-            "experiment_duration_minutes": result.duration_seconds / 60, "model_type": inp.study.family.value,
-            "state": result.state}
+    return {
+        "experiment_id": trial_key(inp.job_id, inp.study.family, result.number),
+        "training_job_id": inp.job_id,
+        "hyperparameters": result.params,
+        "performance_score": float(score),
+        "trial_number": result.number,
+        "experiment_duration_minutes": result.duration_seconds / 60,
+        "model_type": inp.study.family.value,
+        "state": result.state,
+    }

@@ -23,8 +23,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = await create_pool(settings.database.url, max_size=10)
     cache = Cache(settings.redis.url, timeout=settings.redis.redis_socket_timeout)
     app.state.service = JobService(
-        settings=settings, temporal=await connect_temporal(settings), jobs=JobStore(pool),
-        artifacts=ArtifactStore(pool), deployments=DeploymentStore(pool), experiments=ExperimentStore(pool), cache=cache,
+        settings=settings,
+        temporal=await connect_temporal(settings),
+        jobs=JobStore(pool),
+        artifacts=ArtifactStore(pool),
+        deployments=DeploymentStore(pool),
+        experiments=ExperimentStore(pool),
+        cache=cache,
         registry=ModelRegistry(settings.mlflow.tracking_uri),
     )
     try:

@@ -27,7 +27,9 @@ def field_errors(errors: list[dict]) -> list[dict]:
 def _invalid(errors: list[dict]) -> JSONResponse:
     details = field_errors(errors)
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-    return JSONResponse(status_code=422, content={"message": f"invalid request: {summary}", "detail": details})
+    return JSONResponse(
+        status_code=422, content={"message": f"invalid request: {summary}", "detail": details}
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -48,4 +50,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse(status_code=500, content={"message": f"internal error: {type(exc).__name__}: {exc}"})
+        return JSONResponse(
+            status_code=500, content={"message": f"internal error: {type(exc).__name__}: {exc}"}
+        )

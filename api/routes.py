@@ -23,8 +23,12 @@ models = APIRouter(prefix="/api/v1/models", tags=["models"])
 health = APIRouter(tags=["health"])
 
 
-@training.post("/start", response_model=TrainingJob, status_code=202,
-               responses={200: {"model": TrainingJob}, 409: {}, 422: {}})
+@training.post(
+    "/start",
+    response_model=TrainingJob,
+    status_code=202,
+    responses={200: {"model": TrainingJob}, 409: {}, 422: {}},
+)
 async def start_training(request: TrainingRequest, service: ServiceDep, response: Response) -> TrainingJob:
     """Start a training job (202); the same training_id and body again returns that job (200)."""
     job, created = await service.start(request)
@@ -57,14 +61,19 @@ async def active_jobs(service: ServiceDep) -> list[TrainingJob]:
 
 
 @training.get("/jobs", response_model=list[TrainingJob])
-async def list_jobs(service: ServiceDep, status: Annotated[list[TrainingStatus] | None, Query()] = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[TrainingJob]:
+async def list_jobs(
+    service: ServiceDep,
+    status: Annotated[list[TrainingStatus] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[TrainingJob]:
     """All jobs, newest first, optionally filtered by status."""
     return await service.list_jobs(status, limit)
 
 
 @models.post("/deploy/{model_id}", response_model=DeploymentResult)
-async def deploy_model(model_id: str, service: ServiceDep, config: DeploymentConfig | None = None) -> DeploymentResult:
+async def deploy_model(
+    model_id: str, service: ServiceDep, config: DeploymentConfig | None = None
+) -> DeploymentResult:
     """Point the lineage's alias (default `production`) at this model version."""
     return await service.deploy(model_id, config or DeploymentConfig())
 
@@ -76,8 +85,9 @@ async def model_artifact(model_id: str, service: ServiceDep) -> ModelArtifact:
 
 
 @models.get("", response_model=list[ModelArtifact])
-async def list_models(service: ServiceDep, model_name: str | None = None,
-                      limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[ModelArtifact]:
+async def list_models(
+    service: ServiceDep, model_name: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> list[ModelArtifact]:
     """Registered model versions, newest first, optionally of one lineage."""
     return await service.list_models(model_name, limit)
 

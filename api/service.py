@@ -53,24 +53,39 @@ CLOSED = {
 def check_supported(request: TrainingRequest) -> None:
     if request.model_type not in SUPPORTED_MODEL_TYPES:
         names = ", ".join(sorted(t.value for t in SUPPORTED_MODEL_TYPES))
-        raise UnsupportedError(f"{request.model_type.value} is not supported yet; supported: {names}",
-                               field="model_type")
+        raise UnsupportedError(
+            f"{request.model_type.value} is not supported yet; supported: {names}", field="model_type"
+        )
     unknown = unknown_parameters(request.model_type, list(request.hyperparameter_config.search_space))
     if unknown and request.model_type is ModelType.ENSEMBLE:
-        raise UnsupportedError("ENSEMBLE searches each member family's default space; leave search_space empty",
-                               field="hyperparameter_config.search_space")
+        raise UnsupportedError(
+            "ENSEMBLE searches each member family's default space; leave search_space empty",
+            field="hyperparameter_config.search_space",
+        )
     if unknown:
-        raise UnsupportedError(f"{request.model_type.value} has no parameter {', '.join(unknown)}",
-                               field=f"hyperparameter_config.search_space.{unknown[0]}")
+        raise UnsupportedError(
+            f"{request.model_type.value} has no parameter {', '.join(unknown)}",
+            field=f"hyperparameter_config.search_space.{unknown[0]}",
+        )
     if request.training_mode not in SUPPORTED_TRAINING_MODES:
-        raise UnsupportedError(f"{request.training_mode.value} is not supported yet; use FULL_RETRAIN",
-                               field="training_mode")
+        raise UnsupportedError(
+            f"{request.training_mode.value} is not supported yet; use FULL_RETRAIN", field="training_mode"
+        )
 
 
 class JobService:
-    def __init__(self, *, settings: Settings, temporal: Client, jobs: JobStore, artifacts: ArtifactStore,
-                 deployments: DeploymentStore, experiments: ExperimentStore, cache: Cache,
-                 registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        temporal: Client,
+        jobs: JobStore,
+        artifacts: ArtifactStore,
+        deployments: DeploymentStore,
+        experiments: ExperimentStore,
+        cache: Cache,
+        registry: ModelRegistry,
+    ) -> None:
         self.experiments = experiments
         self.settings = settings
         self.temporal = temporal
@@ -89,7 +104,9 @@ class JobService:
         digest = request_hash(request)
         job, created = await self.jobs.create(job_id=job_id, request=request, request_hash=digest)
         if not created and await self.jobs.request_hash(job_id) != digest:
-            raise ConflictError(f"training_id {job_id!r} already exists with a different request", field="training_id")
+            raise ConflictError(
+                f"training_id {job_id!r} already exists with a different request", field="training_id"
+            )
         await self._start_workflow(job_id, request)
         if created:
             await self.cache.enqueue(job_id, request)
@@ -98,21 +115,29 @@ class JobService:
 
     async def _start_workflow(self, job_id: str, request: TrainingRequest) -> None:
         t = self.settings.temporal
-        attrs = TypedSearchAttributes([
-            SearchAttributePair(STATUS_KEY, TrainingStatus.QUEUED.value),
-            SearchAttributePair(MODEL_TYPE_KEY, request.model_type.value),
-            SearchAttributePair(TRAINING_MODE_KEY, request.training_mode.value),
-            SearchAttributePair(MODEL_NAME_KEY, request.lineage),
-        ])
+        attrs = TypedSearchAttributes(
+            [
+                SearchAttributePair(STATUS_KEY, TrainingStatus.QUEUED.value),
+                SearchAttributePair(MODEL_TYPE_KEY, request.model_type.value),
+                SearchAttributePair(TRAINING_MODE_KEY, request.training_mode.value),
+                SearchAttributePair(MODEL_NAME_KEY, request.lineage),
+            ]
+        )
         cfg = request.dataset_config
         try:
             await self.temporal.start_workflow(
-                TRAINING_WORKFLOW, TrainingWorkflowInput(job_id=job_id, request=request), id=job_id,
-                task_queue=t.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                TRAINING_WORKFLOW,
+                TrainingWorkflowInput(job_id=job_id, request=request),
+                id=job_id,
+                task_queue=t.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 # A job runs once: starting a finished job's id again must not re-run it.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=attrs, memo={"trials_task_queue": t.trials_task_queue,
-                                             "trial_slots": self.settings.worker.trial_slots},
+                search_attributes=attrs,
+                memo={
+                    "trials_task_queue": t.trials_task_queue,
+                    "trial_slots": self.settings.worker.trial_slots,
+                },
                 static_summary=f"{request.model_type.value} {request.training_mode.value} -> {request.lineage}",
                 static_details=f"target `{cfg.target}` from `{cfg.source}`",
             )
@@ -143,35 +168,52 @@ class JobService:
             status = CLOSED[desc.status]
             if status is not TrainingStatus.COMPLETED:  # COMPLETED is recorded by the workflow itself
                 reason = f"workflow {desc.status.name.lower()} outside the service"
-                updated = await self.jobs.update(job_id=job.job_id, status=status, stage=job.current_stage,
-                                                 progress=job.progress_percentage, error=reason)
+                updated = await self.jobs.update(
+                    job_id=job.job_id,
+                    status=status,
+                    stage=job.current_stage,
+                    progress=job.progress_percentage,
+                    error=reason,
+                )
                 return updated or job
             return job
         try:
             progress: Progress = await handle.query("progress", result_type=Progress, rpc_timeout=_seconds(2))
         except (RPCError, WorkflowFailureError):
             return job
-        return job.model_copy(update={
-            "status": progress.status if not job.status.is_terminal else job.status,
-            "current_stage": progress.stage, "progress_percentage": progress.progress_percentage,
-            "training_metrics": progress.metrics or job.training_metrics,
-            "estimated_completion": progress.estimated_completion,
-            "error": progress.error or job.error, "model_id": progress.model_id or job.model_id,
-        })
+        return job.model_copy(
+            update={
+                "status": progress.status if not job.status.is_terminal else job.status,
+                "current_stage": progress.stage,
+                "progress_percentage": progress.progress_percentage,
+                "training_metrics": progress.metrics or job.training_metrics,
+                "estimated_completion": progress.estimated_completion,
+                "error": progress.error or job.error,
+                "model_id": progress.model_id or job.model_id,
+            }
+        )
 
     async def cancel(self, job_id: str, *, wait_seconds: float = 10.0) -> CancellationResult:
         job = await self.status(job_id)
         if job.status.is_terminal:
-            return CancellationResult(job_id=job_id, status=job.status, cancelled=False,
-                                      message=f"job already {job.status.value}; nothing to cancel")
+            return CancellationResult(
+                job_id=job_id,
+                status=job.status,
+                cancelled=False,
+                message=f"job already {job.status.value}; nothing to cancel",
+            )
         try:
             await self.temporal.get_workflow_handle(job_id).cancel()
         except RPCError as exc:
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 raise UnavailableError(f"Temporal is unavailable: {exc.message}") from exc
         job = await self._wait_terminal(job_id, wait_seconds)
-        return CancellationResult(job_id=job_id, status=job.status, cancelled=True,
-                                  message="cancelled" if job.status.is_terminal else "cancellation requested")
+        return CancellationResult(
+            job_id=job_id,
+            status=job.status,
+            cancelled=True,
+            message="cancelled" if job.status.is_terminal else "cancellation requested",
+        )
 
     async def _wait_terminal(self, job_id: str, seconds: float) -> TrainingJob:
         deadline = asyncio.get_running_loop().time() + seconds
@@ -216,12 +258,24 @@ class JobService:
         await asyncio.to_thread(self.registry.set_alias, name, alias, artifact.version)
         previous = None
         if previous_version is not None and previous_version != artifact.version:
-            previous = next((a.model_id for a in await self.artifacts.list(model_name=name, limit=1000)
-                             if a.version == previous_version), None)
+            previous = next(
+                (
+                    a.model_id
+                    for a in await self.artifacts.list(model_name=name, limit=1000)
+                    if a.version == previous_version
+                ),
+                None,
+            )
         result = DeploymentResult(
-            deployment_id=f"deploy_{uuid.uuid4().hex[:12]}", model_id=model_id, model_name=name,
-            version=artifact.version, target=config.target, alias=alias, status="DEPLOYED",
-            previous_model_id=previous, deployed_at=datetime.now(UTC),
+            deployment_id=f"deploy_{uuid.uuid4().hex[:12]}",
+            model_id=model_id,
+            model_name=name,
+            version=artifact.version,
+            target=config.target,
+            alias=alias,
+            status="DEPLOYED",
+            previous_model_id=previous,
+            deployed_at=datetime.now(UTC),
             message=f"models:/{name}@{alias} now serves version {artifact.version}",
         )
         await self.deployments.add(result)

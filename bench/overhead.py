@@ -70,8 +70,14 @@ FOLDS = 5
 SEEDS = (7, 8, 9, 10, 11)
 DEFAULT_ROWS = 4_000
 TARGETS = {1: 1.10, 2: 0.65}  # service wall / plain wall, per trial-slot setting
-PORT_VARS = ("PMLS_API_PORT", "PMLS_TEMPORAL_PORT", "PMLS_TEMPORAL_UI_PORT", "PMLS_POSTGRES_PORT",
-             "PMLS_REDIS_PORT", "PMLS_MLFLOW_PORT")
+PORT_VARS = (
+    "PMLS_API_PORT",
+    "PMLS_TEMPORAL_PORT",
+    "PMLS_TEMPORAL_UI_PORT",
+    "PMLS_POSTGRES_PORT",
+    "PMLS_REDIS_PORT",
+    "PMLS_MLFLOW_PORT",
+)
 FINISHED = {"COMPLETE", "PRUNED", "FAILED"}
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 TARGET_COLUMN = "label"
@@ -96,13 +102,17 @@ def make_dataset(path: Path, rows: int, seed: int) -> Path:
     """A learnable binary task with 20 numeric features and a timestamp column, as Parquet."""
     from sklearn.datasets import make_classification
 
-    X, y = make_classification(n_samples=rows, n_features=20, n_informative=8, n_redundant=4, flip_y=0.05,
-                               random_state=seed)
+    X, y = make_classification(
+        n_samples=rows, n_features=20, n_informative=8, n_redundant=4, flip_y=0.05, random_state=seed
+    )
     rng = np.random.default_rng(seed)
     seconds = np.sort(rng.integers(0, 366 * 86_400, size=rows))
-    moments = (np.datetime64("2024-01-01T00:00:00") + seconds.astype("timedelta64[s]")).astype("datetime64[us]")
+    moments = (np.datetime64("2024-01-01T00:00:00") + seconds.astype("timedelta64[s]")).astype(
+        "datetime64[us]"
+    )
     frame = pl.DataFrame({f"f{i:02d}": X[:, i] for i in range(X.shape[1])}).with_columns(
-        pl.Series(TIME_COLUMN, moments), pl.Series(TARGET_COLUMN, y.astype(np.int64)))
+        pl.Series(TIME_COLUMN, moments), pl.Series(TARGET_COLUMN, y.astype(np.int64))
+    )
     frame.write_parquet(path)
     return path
 
@@ -113,11 +123,23 @@ def dataset_config(source: Path) -> DatasetConfig:
 
 def request_body(job_id: str, source: Path, trials: int, seed: int) -> dict:
     return {
-        "training_id": job_id, "model_type": FAMILY.value, "model_name": "bench_overhead", "random_seed": seed,
-        "dataset_config": {"source": str(source), "target": TARGET_COLUMN, "timestamp_column": TIME_COLUMN,
-                           **PERIODS},
-        "hyperparameter_config": {"optimization_method": "tpe", "optimization_trials": trials,
-                                  "optimization_timeout": "2h", "pruner": "none", "portfolio": False},
+        "training_id": job_id,
+        "model_type": FAMILY.value,
+        "model_name": "bench_overhead",
+        "random_seed": seed,
+        "dataset_config": {
+            "source": str(source),
+            "target": TARGET_COLUMN,
+            "timestamp_column": TIME_COLUMN,
+            **PERIODS,
+        },
+        "hyperparameter_config": {
+            "optimization_method": "tpe",
+            "optimization_trials": trials,
+            "optimization_timeout": "2h",
+            "pruner": "none",
+            "portfolio": False,
+        },
         "validation_config": {"cv_folds": FOLDS},
     }
 
@@ -182,8 +204,10 @@ def run_plain(source: Path, trials: int, seed: int, *, verbose: bool = False) ->
 
     space, fixed = merge_space(FAMILY, {})
     dists = distributions(space)
-    log(f"plain: prepared in {prep_s:.2f} s ({prepared.plan.description}; rows "
-        f"{ {s: len(v) for s, v in prepared.y.items()} }, metric {prepared.metric})")
+    log(
+        f"plain: prepared in {prep_s:.2f} s ({prepared.plan.description}; rows "
+        f"{ {s: len(v) for s, v in prepared.y.items()} }, metric {prepared.metric})"
+    )
 
     # One trial at the family's default parameters first: the per-trial figure the data size was chosen by
     # (it also warms LightGBM up, as the service's worker is warm after its first trial).
@@ -202,15 +226,21 @@ def run_plain(source: Path, trials: int, seed: int, *, verbose: bool = False) ->
     for _ in range(trials):
         trial = ask()
         t = time.perf_counter()
-        cv = cross_validate(prepared, FitOptions.from_config(cfg, FAMILY, {**fixed, **trial.params},
-                                                             seed=seed + trial.number, num_threads=THREADS))
+        cv = cross_validate(
+            prepared,
+            FitOptions.from_config(
+                cfg, FAMILY, {**fixed, **trial.params}, seed=seed + trial.number, num_threads=THREADS
+            ),
+        )
         side.durations.append(time.perf_counter() - t)
         study.tell(trial, cv.mean)
         side.params.append(dict(trial.params))
         if verbose:
             shown = ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items())
-            log(f"plain: trial {trial.number}: {side.durations[-1]:.2f} s, {cv.mean:.4f}, "
-                f"rounds {cv.best_iterations} ({shown})")
+            log(
+                f"plain: trial {trial.number}: {side.durations[-1]:.2f} s, {cv.mean:.4f}, "
+                f"rounds {cv.best_iterations} ({shown})"
+            )
     optimize_s = time.perf_counter() - t1
     side.trials = len(side.durations)
     side.wall = prep_s + optimize_s
@@ -218,8 +248,10 @@ def run_plain(source: Path, trials: int, seed: int, *, verbose: bool = False) ->
     side.best = study.best_value
     side.extra = {"prepare_s": prep_s, "optimize_s": optimize_s}
     side.load = (side.load[0], os.getloadavg()[0])
-    log(f"plain: {side.trials} trials in {optimize_s:.1f} s (+ {prep_s:.2f} s preparation), "
-        f"mean trial {side.mean_trial:.2f} s, best {prepared.metric} {side.best:.4f}")
+    log(
+        f"plain: {side.trials} trials in {optimize_s:.1f} s (+ {prep_s:.2f} s preparation), "
+        f"mean trial {side.mean_trial:.2f} s, best {prepared.metric} {side.best:.4f}"
+    )
     return side, calibration
 
 
@@ -230,8 +262,10 @@ def run_plain_same(source: Path, configurations: list[dict], seed: int) -> float
     prepared = prepare(prepare_splits(load_source(cfg.source), cfg, seed=seed), cfg, vcfg, seed=seed)
     _, fixed = merge_space(FAMILY, {})
     for number, params in enumerate(configurations):
-        cross_validate(prepared, FitOptions.from_config(cfg, FAMILY, {**fixed, **params}, seed=seed + number,
-                                                        num_threads=THREADS))
+        cross_validate(
+            prepared,
+            FitOptions.from_config(cfg, FAMILY, {**fixed, **params}, seed=seed + number, num_threads=THREADS),
+        )
     wall = time.perf_counter() - started
     log(f"plain, same {len(configurations)} configurations as the service: {wall:.1f} s")
     return wall
@@ -323,30 +357,50 @@ def run_job(stack, source: Path, trials: int, slots: int, seed: int, *, timeout:
         closed = tuning_closed_at(stack.settings, f"{job_id}/{FAMILY.value.lower()}")
         if closed is not None and len(listed) >= trials:
             side.wall = closed - posted_at
-            log(f"service ({slots} slot, seed {seed}): {len(listed)} trials finished and recorded after "
-                f"{side.wall:.1f} s")
+            log(
+                f"service ({slots} slot, seed {seed}): {len(listed)} trials finished and recorded after "
+                f"{side.wall:.1f} s"
+            )
     side.trials = len(listed)
     side.params = [t["hyperparameters"] for t in sorted(listed, key=lambda t: t["trial_number"])]
-    side.durations = [t["experiment_duration_minutes"] * 60 for t in listed
-                      if t.get("experiment_duration_minutes") is not None]
+    side.durations = [
+        t["experiment_duration_minutes"] * 60
+        for t in listed
+        if t.get("experiment_duration_minutes") is not None
+    ]
     scores = [t["performance_score"] for t in listed if t["state"] == "COMPLETE"]
     side.best = max(scores) if scores else None  # roc_auc: higher is better
     status = job.get("status")
     if status != "COMPLETED" or side.wall is None:
-        side.error = (f"job {job_id}: status {status}, stage {job.get('current_stage')}, "
-                      f"{side.trials}/{trials} trials listed, error {job.get('error')!r}"
-                      + ("" if side.total is not None else f" (gave up after {timeout:.0f} s)"))
+        side.error = (
+            f"job {job_id}: status {status}, stage {job.get('current_stage')}, "
+            f"{side.trials}/{trials} trials listed, error {job.get('error')!r}"
+            + ("" if side.total is not None else f" (gave up after {timeout:.0f} s)")
+        )
     else:
-        log(f"service ({slots} slot, seed {seed}): job COMPLETED after {side.total:.1f} s; mean trial "
-            f"{side.mean_trial:.2f} s")
+        log(
+            f"service ({slots} slot, seed {seed}): job COMPLETED after {side.total:.1f} s; mean trial "
+            f"{side.mean_trial:.2f} s"
+        )
     return side
 
 
 # --------------------------------------------------------------------------- report
 
 
-HEADERS = ["side", "trials", "wall (s)", "service / plain", "target", "mean trial (s)", "overhead / trial (ms)",
-           "vs plain / trial (ms)", "job total (s)", "best ROC AUC", "load 1 min"]
+HEADERS = [
+    "side",
+    "trials",
+    "wall (s)",
+    "service / plain",
+    "target",
+    "mean trial (s)",
+    "overhead / trial (ms)",
+    "vs plain / trial (ms)",
+    "job total (s)",
+    "best ROC AUC",
+    "load 1 min",
+]
 
 
 def rows(plain: Side, services: list[Side]) -> list[list[str]]:
@@ -365,13 +419,21 @@ def rows(plain: Side, services: list[Side]) -> list[list[str]]:
         if not is_plain and side.wall is not None and ref and side.trials:
             vs_plain = (side.wall - ref) / side.trials * 1000
         load = f"{side.load[0]:.1f} → {side.load[1]:.1f}" if side.load else "–"
-        out.append([
-            side.name, str(side.trials), fmt(side.wall, ".1f"),
-            "1.00" if is_plain else fmt(ratio, ".2f") + verdict,
-            "" if is_plain or target is None else f"≤ {target:.2f}",
-            fmt(side.mean_trial, ".2f"), fmt(side.overhead_ms, ".0f"), "" if is_plain else fmt(vs_plain, "+.0f"),
-            "" if is_plain else fmt(side.total, ".1f"), fmt(side.best, ".4f"), load,
-        ])
+        out.append(
+            [
+                side.name,
+                str(side.trials),
+                fmt(side.wall, ".1f"),
+                "1.00" if is_plain else fmt(ratio, ".2f") + verdict,
+                "" if is_plain or target is None else f"≤ {target:.2f}",
+                fmt(side.mean_trial, ".2f"),
+                fmt(side.overhead_ms, ".0f"),
+                "" if is_plain else fmt(vs_plain, "+.0f"),
+                "" if is_plain else fmt(side.total, ".1f"),
+                fmt(side.best, ".4f"),
+                load,
+            ]
+        )
     return out
 
 
@@ -418,30 +480,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.overhead",
         description="The service's tuning overhead: the same LightGBM TPE search as a plain in-process "
-                    "study.optimize and through the embedded stack with 1 and 2 trial slots, for one or "
-                    "several seeds (each seed: its own generated data set and sampler seed, on both sides).",
+        "study.optimize and through the embedded stack with 1 and 2 trial slots, for one or "
+        "several seeds (each seed: its own generated data set and sampler seed, on both sides).",
     )
     parser.add_argument("--trials", type=int, default=None, help="trials per side (default 50; --quick: 6)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run (~2 minutes): 6 trials on a smaller data set, one seed")
-    parser.add_argument("--rows", type=int, default=None,
-                        help=f"rows of the generated data set (default {DEFAULT_ROWS}: a plain TPE trial then takes "
-                             "~1-2 s on 2 cores, depending on the seed's configurations; --quick: 2000)")
-    parser.add_argument("--slots", default="1,2", help="trial-slot settings for the service side (default 1,2)")
-    parser.add_argument("--seeds", default=None,
-                        help=f"comma-separated data, prepare and TPE seeds (default {','.join(map(str, SEEDS))}; "
-                             f"--quick: {SEEDS[0]}). Which configurations a search picks sets its cost (the plain "
-                             "loop's mean trial ranges 1.1-2.1 s over seeds at 4,000 rows), so the verdict is on "
-                             "the sums over all seeds")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (~2 minutes): 6 trials on a smaller data set, one seed",
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help=f"rows of the generated data set (default {DEFAULT_ROWS}: a plain TPE trial then takes "
+        "~1-2 s on 2 cores, depending on the seed's configurations; --quick: 2000)",
+    )
+    parser.add_argument(
+        "--slots", default="1,2", help="trial-slot settings for the service side (default 1,2)"
+    )
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help=f"comma-separated data, prepare and TPE seeds (default {','.join(map(str, SEEDS))}; "
+        f"--quick: {SEEDS[0]}). Which configurations a search picks sets its cost (the plain "
+        "loop's mean trial ranges 1.1-2.1 s over seeds at 4,000 rows), so the verdict is on "
+        "the sums over all seeds",
+    )
     parser.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds a service job may take before it is reported as hung (default: 60 + 30 x trials)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds a service job may take before it is reported as hung (default: 60 + 30 x trials)",
+    )
     parser.add_argument("--skip-service", action="store_true", help="plain side only")
-    parser.add_argument("--details", action="store_true",
-                        help="also print each seed's own table (always printed when there is one seed)")
-    parser.add_argument("--keep-home", action="store_true",
-                        help="keep each run's temporary PMLS_HOME (logs, database) even when it succeeded")
-    parser.add_argument("--verbose", action="store_true", help="log every plain trial (time, score, parameters)")
+    parser.add_argument(
+        "--details",
+        action="store_true",
+        help="also print each seed's own table (always printed when there is one seed)",
+    )
+    parser.add_argument(
+        "--keep-home",
+        action="store_true",
+        help="keep each run's temporary PMLS_HOME (logs, database) even when it succeeded",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="log every plain trial (time, score, parameters)"
+    )
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown on stdout")
     args = parser.parse_args(argv)
     args.trials = args.trials or (6 if args.quick else 50)
@@ -465,7 +551,9 @@ class SeedRun:
     plain: Side
     calibration: float
     services: list[Side] = field(default_factory=list)
-    equal: dict[int, float] = field(default_factory=dict)  # slots -> plain wall over that side's configurations
+    equal: dict[int, float] = field(
+        default_factory=dict
+    )  # slots -> plain wall over that side's configurations
 
     def equal_work(self, side: Side) -> float | None:
         """The plain wall over ``side``'s configurations: the plain loop's own when they are the same."""
@@ -485,7 +573,9 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pmls-overhead-data-"))
     runs: dict[int, SeedRun] = {}
     try:
-        sources = {seed: make_dataset(workdir / f"overhead-{seed}.parquet", args.rows, seed) for seed in args.seeds}
+        sources = {
+            seed: make_dataset(workdir / f"overhead-{seed}.parquet", args.rows, seed) for seed in args.seeds
+        }
         log(f"data: {args.rows} rows x 20 features + {TIME_COLUMN}, seeds {args.seeds} -> {workdir}")
         # Seed by seed, each side right after the other (plain, 1 slot, 2 slots, the plain loop over the 2-slot
         # configurations, the plain loop again): this machine's speed changes in phases of seconds to minutes, and
@@ -496,8 +586,11 @@ def main(argv: list[str] | None = None) -> None:
             if args.skip_service:
                 continue
             for slots in args.slots:
-                run.services.append(run_service(source, args.trials, slots, seed, timeout=args.timeout,
-                                                keep_home=args.keep_home))
+                run.services.append(
+                    run_service(
+                        source, args.trials, slots, seed, timeout=args.timeout, keep_home=args.keep_home
+                    )
+                )
             # One slot evaluates the plain loop's very configurations (same seeds, same ask schedule). With
             # two slots the sampler sees the other slot's running trial and the trials get one thread each, so
             # the configurations differ: the plain loop re-runs that side's own list to compare equal work.
@@ -512,8 +605,10 @@ def main(argv: list[str] | None = None) -> None:
     show = print_markdown if args.markdown else print_rich
     if len(runs) == 1 or args.details:
         for run in runs.values():
-            title = (f"Tuning overhead, seed {run.seed}: {args.trials} TPE trials of {FAMILY.value}, {FOLDS}-fold CV, "
-                     f"{args.rows} rows, {os.cpu_count()} cores")
+            title = (
+                f"Tuning overhead, seed {run.seed}: {args.trials} TPE trials of {FAMILY.value}, {FOLDS}-fold CV, "
+                f"{args.rows} rows, {os.cpu_count()} cores"
+            )
             show(title, run.plain, run.services, seed_footer(run))
     if len(runs) > 1 and not args.skip_service:
         print_summary(list(runs.values()), args, markdown=args.markdown)
@@ -529,38 +624,50 @@ def seed_footer(run: SeedRun) -> list[str]:
         f"plain preparation {plain.extra['prepare_s']:.2f} s, optimize {plain.extra['optimize_s']:.1f} s",
     ]
     if plain.again is not None:
-        footer.append(f"plain wall: {plain.wall:.1f} s before the services, {plain.again:.1f} s after them (same "
-                      f"configurations); the ratios use the mean, {plain.reference:.1f} s")
+        footer.append(
+            f"plain wall: {plain.wall:.1f} s before the services, {plain.again:.1f} s after them (same "
+            f"configurations); the ratios use the mean, {plain.reference:.1f} s"
+        )
     for side in services:
         if "stack_start_s" in side.extra:
-            footer.append(f"{side.name}: stack start, workers warm and polling: {side.extra['stack_start_s']:.1f} s "
-                          "(not in the wall time)")
+            footer.append(
+                f"{side.name}: stack start, workers warm and polling: {side.extra['stack_start_s']:.1f} s "
+                "(not in the wall time)"
+            )
         if side.error:
             footer.append(f"{side.name} FAILED: {side.error}")
     for side in services:
         if side.params:
             same = sum(1 for a, b in zip(side.params, plain.params, strict=False) if a == b)
-            footer.append(f"{side.name}: {same} of {len(side.params)} configurations identical to the plain loop's"
-                          + (" (equal work)" if same == len(side.params) == len(plain.params) else ""))
+            footer.append(
+                f"{side.name}: {same} of {len(side.params)} configurations identical to the plain loop's"
+                + (" (equal work)" if same == len(side.params) == len(plain.params) else "")
+            )
     for side in services:
         steady = _steady(run, side)
         if steady is not None:
             # Contention from the service's own processes shows in its trial times, which this figure does not use.
-            footer.append(f"{side.name}: at the plain loop's own trial times plus the service's orchestration "
-                          f"({side.overhead_ms:.0f} ms a trial against the plain loop's {plain.overhead_ms:.0f} ms), "
-                          f"the ratio would be {steady / plain.wall:.2f}; the service's trials averaged "
-                          f"{side.mean_trial:.2f} s against {plain.mean_trial:.2f} s")
+            footer.append(
+                f"{side.name}: at the plain loop's own trial times plus the service's orchestration "
+                f"({side.overhead_ms:.0f} ms a trial against the plain loop's {plain.overhead_ms:.0f} ms), "
+                f"the ratio would be {steady / plain.wall:.2f}; the service's trials averaged "
+                f"{side.mean_trial:.2f} s against {plain.mean_trial:.2f} s"
+            )
     for side in services:
         wall = run.equal.get(side.slots)  # only when the configurations differ from the plain loop's
         if side.wall and wall:
-            footer.append(f"equal work: the plain loop over {side.name}'s own {len(side.params)} configurations "
-                          f"takes {wall:.1f} s -> {side.name} / plain = {side.wall / wall:.2f}")
+            footer.append(
+                f"equal work: the plain loop over {side.name}'s own {len(side.params)} configurations "
+                f"takes {wall:.1f} s -> {side.name} / plain = {side.wall / wall:.2f}"
+            )
             if side.durations:
                 # What the slots alone allow: the trials' own time split over the slots, nothing else.
                 bound = sum(side.durations) / side.slots
-                footer.append(f"{side.name}: its trials alone (Σ durations ÷ {side.slots} slots = {bound:.1f} s) "
-                              f"would give {bound / wall:.2f}; the rest ({side.wall - bound:.1f} s) is orchestration "
-                              f"and the job's own preparation")
+                footer.append(
+                    f"{side.name}: its trials alone (Σ durations ÷ {side.slots} slots = {bound:.1f} s) "
+                    f"would give {bound / wall:.2f}; the rest ({side.wall - bound:.1f} s) is orchestration "
+                    f"and the job's own preparation"
+                )
     return footer
 
 
@@ -605,8 +712,11 @@ def summary_rows(runs: list[SeedRun], slot_settings: list[int]) -> tuple[list[st
 
     for run in runs:
         plain = run.plain
-        row = [str(run.seed), f"{plain.mean_trial:.2f}",
-               f"{plain.wall:.1f} / {plain.again:.1f}" if plain.again is not None else f"{plain.wall:.1f}"]
+        row = [
+            str(run.seed),
+            f"{plain.mean_trial:.2f}",
+            f"{plain.wall:.1f} / {plain.again:.1f}" if plain.again is not None else f"{plain.wall:.1f}",
+        ]
         add("plain", plain.reference)
         add("plain_trials", sum(plain.durations))
         by_slots = {side.slots: side for side in run.services}
@@ -630,13 +740,18 @@ def summary_rows(runs: list[SeedRun], slot_settings: list[int]) -> tuple[list[st
         mean_trial = totals["plain_trials"] / sum(len(r.plain.durations) for r in runs)
         row = [f"all {len(runs)} (Σ walls)", f"{mean_trial:.2f}", f"{totals['plain']:.1f} (mean of both)"]
         for slots in slot_settings:
-            row += [f"{totals[f'wall{slots}']:.1f}", ratio(totals[f"wall{slots}"], totals["plain"], TARGETS.get(slots))]
+            row += [
+                f"{totals[f'wall{slots}']:.1f}",
+                ratio(totals[f"wall{slots}"], totals["plain"], TARGETS.get(slots)),
+            ]
             if slots == 1:
                 known = all(value is not None for value, _ in steadies)
                 row += [ratio(sum(v for v, _ in steadies), sum(w for _, w in steadies)) if known else "–"]
             if slots > 1:
-                row += [ratio(totals[f"wall{slots}"], totals[f"equal{slots}"]),
-                        ratio(totals[f"bound{slots}"], totals[f"equal{slots}"])]
+                row += [
+                    ratio(totals[f"wall{slots}"], totals[f"equal{slots}"]),
+                    ratio(totals[f"bound{slots}"], totals[f"equal{slots}"]),
+                ]
         out.append(row)
     return headers, out
 
@@ -644,8 +759,10 @@ def summary_rows(runs: list[SeedRun], slot_settings: list[int]) -> tuple[list[st
 def print_summary(runs: list[SeedRun], args: argparse.Namespace, *, markdown: bool) -> None:
     headers, table_rows = summary_rows(runs, args.slots)
     targets = ", ".join(f"{k} slot{'s' if k > 1 else ''} ≤ {v:.2f}" for k, v in TARGETS.items())
-    title = (f"Tuning overhead over {len(runs)} seeds: {args.trials} TPE trials of {FAMILY.value} each, "
-             f"{FOLDS}-fold CV, {args.rows} rows, {os.cpu_count()} cores")
+    title = (
+        f"Tuning overhead over {len(runs)} seeds: {args.trials} TPE trials of {FAMILY.value} each, "
+        f"{FOLDS}-fold CV, {args.rows} rows, {os.cpu_count()} cores"
+    )
     notes = [
         "Each seed has its own generated data set and sampler seed, the same on both sides. X / plain = the "
         "service's wall ÷ the mean of the plain loop's two walls (before and after the services).",
@@ -659,8 +776,12 @@ def print_summary(runs: list[SeedRun], args: argparse.Namespace, *, markdown: bo
         "wall. This machine's speed changes in phases of seconds to minutes (the same 50 configurations ran 0.75-1.3x "
         "as long from one job to the next on one idle stack), which the A-B-A mean does not remove.",
     ]
-    errors = [f"seed {run.seed}, {side.name} FAILED: {side.error}" for run in runs for side in run.services
-              if side.error]
+    errors = [
+        f"seed {run.seed}, {side.name} FAILED: {side.error}"
+        for run in runs
+        for side in run.services
+        if side.error
+    ]
     if markdown:
         print(f"**{title}**\n")
         print("| " + " | ".join(headers) + " |")

@@ -18,8 +18,11 @@ from rich.table import Table
 
 from pmls.settings import Settings
 
-app = typer.Typer(help="pmls — the Prediction Model Learning Service. `pmls demo` shows it end to end.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="pmls — the Prediction Model Learning Service. `pmls demo` shows it end to end.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
@@ -49,8 +52,10 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 # -- the stack ---------------------------------------------------------------------------------
@@ -108,12 +113,21 @@ def demo(keep: Annotated[bool, typer.Option(help="leave the stack running afterw
         console.print(f"stack up in {time.monotonic() - started:.0f} s")
         data = generate_demo_dataset(settings.home / "data" / "churn.parquet")
         request = {
-            "training_id": f"demo_{time.strftime('%Y%m%d_%H%M%S')}", "model_type": "LIGHTGBM",
+            "training_id": f"demo_{time.strftime('%Y%m%d_%H%M%S')}",
+            "model_type": "LIGHTGBM",
             "model_name": "churn_demo",
-            "dataset_config": {"source": str(data), "target": "churned", "timestamp_column": "event_time",
-                               "entity_column": "customer_id", **DEMO_PERIODS},
-            "hyperparameter_config": {"optimization_method": "tpe", "optimization_trials": 12,
-                                      "optimization_timeout": "3m"},
+            "dataset_config": {
+                "source": str(data),
+                "target": "churned",
+                "timestamp_column": "event_time",
+                "entity_column": "customer_id",
+                **DEMO_PERIODS,
+            },
+            "hyperparameter_config": {
+                "optimization_method": "tpe",
+                "optimization_trials": 12,
+                "optimization_timeout": "3m",
+            },
         }
         job = _call("POST", "/api/v1/training/start", json=request)
         console.print(f"job [bold]{job['job_id']}[/] started")
@@ -136,8 +150,12 @@ def demo(keep: Annotated[bool, typer.Option(help="leave the stack running afterw
 
 
 def _watch(job_id: str, poll: float = 0.5) -> dict:
-    columns = [TextColumn("[bold]{task.fields[stage]:<14}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TimeElapsedColumn()]
+    columns = [
+        TextColumn("[bold]{task.fields[stage]:<14}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("training", total=100, stage="queued")
         while True:
@@ -179,9 +197,10 @@ def _print_trials(job_id: str) -> None:
 
 # -- jobs --------------------------------------------------------------------------------------
 @app.command()
-def train(request_file: Annotated[Path, typer.Argument(exists=True, readable=True, help="TrainingRequest JSON")],
-          wait: Annotated[bool, typer.Option("--wait", help="watch it with a progress bar until it ends")] = False
-          ) -> None:
+def train(
+    request_file: Annotated[Path, typer.Argument(exists=True, readable=True, help="TrainingRequest JSON")],
+    wait: Annotated[bool, typer.Option("--wait", help="watch it with a progress bar until it ends")] = False,
+) -> None:
     """Submit a TrainingRequest (JSON file) to the API."""
     try:
         body = json.loads(request_file.read_text())
@@ -204,7 +223,9 @@ def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
     if as_json:
         console.print_json(data=job)
         return
-    console.print(f"{job['current_stage']} {job['progress_percentage']:.0f}%  ETA {job.get('estimated_completion')}")
+    console.print(
+        f"{job['current_stage']} {job['progress_percentage']:.0f}%  ETA {job.get('estimated_completion')}"
+    )
     _print_result(job)
     _print_trials(job_id)
 
@@ -222,8 +243,14 @@ def jobs(active: Annotated[bool, typer.Option(help="only QUEUED and RUNNING")] =
     rows = _call("GET", "/api/v1/training/jobs/active" if active else "/api/v1/training/jobs")
     table = Table("job", "model type", "status", "stage", "progress", "model")
     for job in rows:
-        table.add_row(job["job_id"], job["training_request"]["model_type"], job["status"], job["current_stage"],
-                      f"{job['progress_percentage']:.0f}%", job.get("model_id") or "")
+        table.add_row(
+            job["job_id"],
+            job["training_request"]["model_type"],
+            job["status"],
+            job["current_stage"],
+            f"{job['progress_percentage']:.0f}%",
+            job.get("model_id") or "",
+        )
     console.print(table)
 
 
@@ -236,12 +263,18 @@ def deploy(model_id: str, alias: str = "production") -> None:
 
 # -- processes ---------------------------------------------------------------------------------
 @app.command()
-def worker(queue: Annotated[str, typer.Option(help="task queue: pmls-training or pmls-trials")] = "pmls-training",
-           slots: Annotated[int | None, typer.Option(
-               min=1, help="pmls-trials: trials this process runs at once (default: PMLS_TRIAL_SLOTS)")] = None,
-           threads: Annotated[int | None, typer.Option(
-               min=1, help="pmls-trials: threads per trial (default: cores / PMLS_TRIAL_SLOTS)")] = None,
-           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> None:
+def worker(
+    queue: Annotated[str, typer.Option(help="task queue: pmls-training or pmls-trials")] = "pmls-training",
+    slots: Annotated[
+        int | None,
+        typer.Option(min=1, help="pmls-trials: trials this process runs at once (default: PMLS_TRIAL_SLOTS)"),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="pmls-trials: threads per trial (default: cores / PMLS_TRIAL_SLOTS)"),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+) -> None:
     """Run a worker for one task queue (add more processes to scale out).
 
     `pmls up` starts one pmls-trials process per trial slot (PMLS_TRIAL_PROCESSES to change that): trials in
@@ -261,8 +294,12 @@ def api(host: str | None = None, port: int | None = None) -> None:
     from api.app import create_app
 
     settings = Settings()
-    uvicorn.run(create_app(settings), host=host or settings.api.api_host, port=port or settings.api.api_port,
-                log_level="warning")
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.api_host,
+        port=port or settings.api.api_port,
+        log_level="warning",
+    )
 
 
 @app.command()

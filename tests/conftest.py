@@ -14,8 +14,14 @@ import pytest
 from pmls.settings import Settings
 from pmls.stack import Stack, free_port
 
-PORT_VARS = ("PMLS_API_PORT", "PMLS_TEMPORAL_PORT", "PMLS_TEMPORAL_UI_PORT", "PMLS_POSTGRES_PORT",
-             "PMLS_REDIS_PORT", "PMLS_MLFLOW_PORT")
+PORT_VARS = (
+    "PMLS_API_PORT",
+    "PMLS_TEMPORAL_PORT",
+    "PMLS_TEMPORAL_UI_PORT",
+    "PMLS_POSTGRES_PORT",
+    "PMLS_REDIS_PORT",
+    "PMLS_MLFLOW_PORT",
+)
 
 
 def stack_home() -> Path:
@@ -62,9 +68,16 @@ def demo_request(demo_data: Path) -> Callable[..., dict]:
 
     def build(job_id: str, **overrides) -> dict:
         body = {
-            "training_id": job_id, "model_type": "LIGHTGBM", "model_name": "churn_test",
-            "dataset_config": {"source": str(demo_data), "target": "churned", "timestamp_column": "event_time",
-                               "entity_column": "customer_id", **DEMO_PERIODS},
+            "training_id": job_id,
+            "model_type": "LIGHTGBM",
+            "model_name": "churn_test",
+            "dataset_config": {
+                "source": str(demo_data),
+                "target": "churned",
+                "timestamp_column": "event_time",
+                "entity_column": "customer_id",
+                **DEMO_PERIODS,
+            },
             "hyperparameter_config": {"optimization_method": "none", "optimization_trials": 0},
         }
         for key, value in overrides.items():
@@ -75,5 +88,3 @@ def demo_request(demo_data: Path) -> Callable[..., dict]:
         return body
 
     return build
-
-

@@ -18,8 +18,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{time.strftime('%H%M%S')}_{os.urandom(3).hex()}"
 
 
-def wait_for(api: httpx.Client, job_id: str, *, until: Callable[[dict], bool] | None = None,
-             timeout: float = 180.0) -> dict:
+def wait_for(
+    api: httpx.Client, job_id: str, *, until: Callable[[dict], bool] | None = None, timeout: float = 180.0
+) -> dict:
     """Poll the status endpoint until ``until(job)`` (default: a terminal status)."""
     until = until or (lambda job: job["status"] in TERMINAL)
     deadline = time.monotonic() + timeout
@@ -52,6 +53,7 @@ def mlflow_runs(settings: Settings, job_id: str) -> tuple[object, list]:
     client = mlflow.MlflowClient()
     ids = [e.experiment_id for e in client.search_experiments()]
     parent = client.search_runs(ids, filter_string=f"tags.`pmls.job_id` = '{job_id}'")[0]
-    nested = client.search_runs([parent.info.experiment_id],
-                                filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    nested = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     return parent, nested

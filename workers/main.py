@@ -28,7 +28,8 @@ log = logging.getLogger("pmls.worker")
 
 async def connect_temporal(settings: Settings) -> Client:
     return await Client.connect(
-        settings.temporal.address, namespace=settings.temporal.temporal_namespace,
+        settings.temporal.address,
+        namespace=settings.temporal.temporal_namespace,
         data_converter=pydantic_data_converter,
     )
 
@@ -58,13 +59,25 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     cache = Cache(settings.redis.url, timeout=settings.redis.redis_socket_timeout)
     registry = ModelRegistry(settings.mlflow.tracking_uri)
     jobs = JobActivities(pool, cache, registry)
-    studies = StudyActivities(StudyStore(settings.database.optuna_url), ExperimentStore(pool), cache, registry)
+    studies = StudyActivities(
+        StudyStore(settings.database.optuna_url), ExperimentStore(pool), cache, registry
+    )
     relay = asyncio.create_task(_relay_forever(Outbox(pool), cache, settings.worker.relay_interval_seconds))
     worker = Worker(
-        client, task_queue=settings.temporal.task_queue, workflows=[TrainingWorkflow, TuningWorkflow],
-        activities=[jobs.record_job_status, jobs.register_model, jobs.complete_job, studies.create_study,
-                    studies.start_mlflow_run, studies.end_mlflow_run, studies.collect_trials, studies.record_trials,
-                    studies.log_trials],
+        client,
+        task_queue=settings.temporal.task_queue,
+        workflows=[TrainingWorkflow, TuningWorkflow],
+        activities=[
+            jobs.record_job_status,
+            jobs.register_model,
+            jobs.complete_job,
+            studies.create_study,
+            studies.start_mlflow_run,
+            studies.end_mlflow_run,
+            studies.collect_trials,
+            studies.record_trials,
+            studies.log_trials,
+        ],
     )
     try:
         await _run_until(worker, stop)
@@ -74,8 +87,14 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
         await pool.close()
 
 
-async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Event, *, slots: int | None = None,
-                            threads: int | None = None) -> None:
+async def run_trials_worker(
+    settings: Settings,
+    client: Client,
+    stop: asyncio.Event,
+    *,
+    slots: int | None = None,
+    threads: int | None = None,
+) -> None:
     from activities.champion import ChampionActivities
     from activities.data import DataActivities
     from activities.tuning import TrialActivities
@@ -84,17 +103,29 @@ async def run_trials_worker(settings: Settings, client: Client, stop: asyncio.Ev
 
     slots = slots or settings.worker.trial_slots
     threads = threads or settings.worker.threads_per_trial
-    log.info("trials worker: %d slot%s of %d thread%s", slots, "s" * (slots > 1), threads, "s" * (threads > 1))
+    log.info(
+        "trials worker: %d slot%s of %d thread%s", slots, "s" * (slots > 1), threads, "s" * (threads > 1)
+    )
     _limit_torch_threads(threads)
     data = DataActivities(settings.artifacts, threads_per_trial=threads)
     trials = TrialActivities(data, StudyStore(settings.database.optuna_url))
     champion = ChampionActivities(ModelRegistry(settings.mlflow.tracking_uri), data)
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
         worker = Worker(
-            client, task_queue=settings.temporal.trials_task_queue,
-            activities=[data.load_dataset, data.split_dataset, data.prepare_features, data.cross_validate,
-                        data.fit_final, data.build_ensemble, trials.run_trials, champion.compare_champion],
-            activity_executor=executor, max_concurrent_activities=slots,
+            client,
+            task_queue=settings.temporal.trials_task_queue,
+            activities=[
+                data.load_dataset,
+                data.split_dataset,
+                data.prepare_features,
+                data.cross_validate,
+                data.fit_final,
+                data.build_ensemble,
+                trials.run_trials,
+                champion.compare_champion,
+            ],
+            activity_executor=executor,
+            max_concurrent_activities=slots,
             # Heartbeats carry cancellation back: send them often enough that a cancel lands in ~1 s.
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
@@ -134,11 +165,16 @@ def warm_up() -> None:
     log.info("warm-up imports done in %.1f s", time.monotonic() - started)
 
 
-async def run_worker(queue: str, settings: Settings | None = None, *, slots: int | None = None,
-                     threads: int | None = None) -> None:
+async def run_worker(
+    queue: str, settings: Settings | None = None, *, slots: int | None = None, threads: int | None = None
+) -> None:
     settings = settings or Settings()
-    runners = {settings.temporal.task_queue: run_training_worker,
-               settings.temporal.trials_task_queue: functools.partial(run_trials_worker, slots=slots, threads=threads)}
+    runners = {
+        settings.temporal.task_queue: run_training_worker,
+        settings.temporal.trials_task_queue: functools.partial(
+            run_trials_worker, slots=slots, threads=threads
+        ),
+    }
     if queue not in runners:
         raise SystemExit(f"unknown queue {queue!r}; choose one of: {', '.join(runners)}")
     stop = asyncio.Event()

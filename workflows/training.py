@@ -67,8 +67,9 @@ MODEL_NAME_KEY = SearchAttributeKey.for_keyword("ModelName")
 
 # Bad input never gets better by retrying.
 NON_RETRYABLE = ["DataError", "ValidationError", "UnsupportedError"]
-IO_RETRY = RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=10),
-                       non_retryable_error_types=NON_RETRYABLE)
+IO_RETRY = RetryPolicy(
+    maximum_attempts=8, maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE
+)
 CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
 
 # An ENSEMBLE search stops its trailing families at these shares of the tuning window (once every family still
@@ -77,8 +78,19 @@ RUNGS = (1 / 3, 2 / 3)
 MIN_LEADERS = 2
 
 # (stage, progress when it starts)
-STAGES = {"validating": 1, "loading_data": 5, "splitting": 10, "preparing": 15, "cross_validating": 25,
-          "tuning": 25, "training": 75, "comparing": 85, "registering": 88, "publishing": 95, "completed": 100}
+STAGES = {
+    "validating": 1,
+    "loading_data": 5,
+    "splitting": 10,
+    "preparing": 15,
+    "cross_validating": 25,
+    "tuning": 25,
+    "training": 75,
+    "comparing": 85,
+    "registering": 88,
+    "publishing": 95,
+    "completed": 100,
+}
 
 
 @workflow.defn(name="TrainingWorkflow")
@@ -118,7 +130,9 @@ class TrainingWorkflow:
                     return await self._fail(exc)
                 raise
             await self._close_mlflow_run("KILLED")
-            await self._finish(TrainingStatus.CANCELLED, "cancelled", error=self._cancel_reason or "cancelled")
+            await self._finish(
+                TrainingStatus.CANCELLED, "cancelled", error=self._cancel_reason or "cancelled"
+            )
             if self._cancel_reason is None:
                 raise  # Temporal's own cancel: the execution closes as Cancelled
             return self._outcome()
@@ -133,9 +147,15 @@ class TrainingWorkflow:
     @workflow.query
     def progress(self) -> Progress:
         return Progress(
-            job_id=self._job_id, status=self._status, stage=self._stage, progress_percentage=self._progress,
-            metrics=self._metrics, started_at=self._started, estimated_completion=self._eta(),
-            model_id=self._model_id, error=self._error,
+            job_id=self._job_id,
+            status=self._status,
+            stage=self._stage,
+            progress_percentage=self._progress,
+            metrics=self._metrics,
+            started_at=self._started,
+            estimated_completion=self._eta(),
+            model_id=self._model_id,
+            error=self._error,
         )
 
     # -- the stages ----------------------------------------------------------------------------
@@ -150,17 +170,31 @@ class TrainingWorkflow:
             self._mlflow_run = asyncio.create_task(self._start_mlflow_run(inp, seed))
 
         await self._enter("loading_data")
-        dataset = await self._cpu("load_dataset", LoadDatasetInput(job_id=job_id, dataset_config=cfg), DatasetRef,
-                                  timeout=timedelta(minutes=30))
+        dataset = await self._cpu(
+            "load_dataset",
+            LoadDatasetInput(job_id=job_id, dataset_config=cfg),
+            DatasetRef,
+            timeout=timedelta(minutes=30),
+        )
         await self._enter("splitting")
-        splits = await self._cpu("split_dataset", SplitDatasetInput(job_id=job_id, dataset=dataset,
-                                 dataset_config=cfg, seed=seed), SplitRef, timeout=timedelta(minutes=30))
+        splits = await self._cpu(
+            "split_dataset",
+            SplitDatasetInput(job_id=job_id, dataset=dataset, dataset_config=cfg, seed=seed),
+            SplitRef,
+            timeout=timedelta(minutes=30),
+        )
         await self._enter("preparing")
         prepared = await self._cpu(
             "prepare_features",
-            PrepareInput(job_id=job_id, splits=splits, dataset_config=cfg, validation_config=req.validation_config,
-                         seed=seed),
-            PreparedRef, timeout=timedelta(hours=1),
+            PrepareInput(
+                job_id=job_id,
+                splits=splits,
+                dataset_config=cfg,
+                validation_config=req.validation_config,
+                seed=seed,
+            ),
+            PreparedRef,
+            timeout=timedelta(hours=1),
         )
         found = await self._candidates(inp, prepared, seed)
         if self._allocation:
@@ -170,81 +204,142 @@ class TrainingWorkflow:
             candidates = [EnsembleCandidate(model_type=f, params=p, cv=cv) for f, p, cv in found]
             trained = await self._cpu(
                 "build_ensemble",
-                BuildEnsembleInput(job_id=job_id, prepared=prepared, dataset_config=cfg, candidates=candidates,
-                                   seed=seed, bag_folds=req.validation_config.bag_folds,
-                                   refit_full=req.validation_config.refit_full),
-                TrainedModelRef, timeout=timedelta(hours=4),
+                BuildEnsembleInput(
+                    job_id=job_id,
+                    prepared=prepared,
+                    dataset_config=cfg,
+                    candidates=candidates,
+                    seed=seed,
+                    bag_folds=req.validation_config.bag_folds,
+                    refit_full=req.validation_config.refit_full,
+                ),
+                TrainedModelRef,
+                timeout=timedelta(hours=4),
             )
         else:
             _family, params, cv = found[0]
             self._metrics = TrainingMetrics(cross_validation_scores=cv.scores)
             trained = await self._cpu(
                 "fit_final",
-                FitFinalInput(job_id=job_id, prepared=prepared, dataset_config=cfg, model_type=req.model_type,
-                              params=params, seed=seed, cv=cv, refit_full=req.validation_config.refit_full),
-                TrainedModelRef, timeout=timedelta(hours=4),
+                FitFinalInput(
+                    job_id=job_id,
+                    prepared=prepared,
+                    dataset_config=cfg,
+                    model_type=req.model_type,
+                    params=params,
+                    seed=seed,
+                    cv=cv,
+                    refit_full=req.validation_config.refit_full,
+                ),
+                TrainedModelRef,
+                timeout=timedelta(hours=4),
             )
         if self._allocation:
-            trained = trained.model_copy(update={"metrics": trained.metrics.model_copy(
-                update={"search_allocation": self._allocation})})
+            trained = trained.model_copy(
+                update={"metrics": trained.metrics.model_copy(update={"search_allocation": self._allocation})}
+            )
         self._metrics = trained.metrics
         await self._trial_runs_logged()
         await self._enter("comparing")
         comparison = await self._cpu(
             "compare_champion",
-            CompareChampionInput(job_id=job_id, request=req, splits=splits, prepared=prepared, trained=trained),
-            ChampionComparison, timeout=timedelta(minutes=30),
+            CompareChampionInput(
+                job_id=job_id, request=req, splits=splits, prepared=prepared, trained=trained
+            ),
+            ChampionComparison,
+            timeout=timedelta(minutes=30),
         )
         await self._enter("registering")
         registered = await self._io(
             "register_model",
-            RegisterModelInput(job_id=job_id, request=req, splits=splits, trained=trained, comparison=comparison),
-            RegisteredModel, timeout=timedelta(minutes=10),
+            RegisterModelInput(
+                job_id=job_id, request=req, splits=splits, trained=trained, comparison=comparison
+            ),
+            RegisteredModel,
+            timeout=timedelta(minutes=10),
         )
         self._model_id = registered.model_id
         await self._enter("publishing")
         artifact = await self._io(
             "complete_job",
-            CompleteJobInput(job_id=job_id, request=req, trained=trained, registered=registered,
-                             started_at=self._started, finished_at=workflow.now(),
-                             hyperparameter_trials=self._trials, comparison=comparison),
-            ModelArtifact, timeout=timedelta(minutes=5),
+            CompleteJobInput(
+                job_id=job_id,
+                request=req,
+                trained=trained,
+                registered=registered,
+                started_at=self._started,
+                finished_at=workflow.now(),
+                hyperparameter_trials=self._trials,
+                comparison=comparison,
+            ),
+            ModelArtifact,
+            timeout=timedelta(minutes=5),
         )
         self._status, self._stage, self._progress = TrainingStatus.COMPLETED, "completed", 100.0
         await self._set_search_status()
         workflow.set_current_details(f"COMPLETED: {artifact.model_id} ({_headline(artifact)})")
-        return TrainingOutcome(job_id=job_id, status=self._status, model_id=artifact.model_id, artifact=artifact)
+        return TrainingOutcome(
+            job_id=job_id, status=self._status, model_id=artifact.model_id, artifact=artifact
+        )
 
     async def _candidates(self, inp: TrainingWorkflowInput, prepared: PreparedRef, seed: int) -> list:
         """(family, parameters, CV score) per family: tuned, or the fixed parameters cross-validated."""
         req = inp.request
-        families = ([req.model_type] if req.model_type is not ModelType.ENSEMBLE
-                    else ensemble_families(req.dataset_config.timestamp_column, req.dataset_config.entity_column))
+        families = (
+            [req.model_type]
+            if req.model_type is not ModelType.ENSEMBLE
+            else ensemble_families(req.dataset_config.timestamp_column, req.dataset_config.entity_column)
+        )
         if req.hyperparameter_config.tunes:
             return await self._search(inp, prepared, seed, families)
         await self._enter("cross_validating")
         fixed = fixed_parameters(req.hyperparameter_config.search_space)
-        cvs = await asyncio.gather(*(
-            self._cpu("cross_validate",
-                      CrossValidateInput(job_id=inp.job_id, prepared=prepared, dataset_config=req.dataset_config,
-                                         model_type=family, params=fixed, seed=seed),
-                      CVScore, timeout=timedelta(hours=4))
-            for family in families))
+        cvs = await asyncio.gather(
+            *(
+                self._cpu(
+                    "cross_validate",
+                    CrossValidateInput(
+                        job_id=inp.job_id,
+                        prepared=prepared,
+                        dataset_config=req.dataset_config,
+                        model_type=family,
+                        params=fixed,
+                        seed=seed,
+                    ),
+                    CVScore,
+                    timeout=timedelta(hours=4),
+                )
+                for family in families
+            )
+        )
         return [(family, fixed, cv) for family, cv in zip(families, cvs, strict=True)]
 
-    async def _search(self, inp: TrainingWorkflowInput, prepared: PreparedRef, seed: int, families: list) -> list:
+    async def _search(
+        self, inp: TrainingWorkflowInput, prepared: PreparedRef, seed: int, families: list
+    ) -> list:
         """One TuningWorkflow child per family, in parallel; each family goes on with its best complete trial."""
         req, job_id = inp.request, inp.job_id
         hp = req.hyperparameter_config
         await self._enter("tuning")
-        share = hp.optimization_trials if len(families) == 1 else max(2, hp.optimization_trials // len(families))
+        share = (
+            hp.optimization_trials if len(families) == 1 else max(2, hp.optimization_trials // len(families))
+        )
         family_hp = hp.model_copy(update={"optimization_trials": share})
         slots = hp.max_parallel_trials or int(workflow.memo_value("trial_slots", default=2))
         deadline, self._folds = self._tuning_deadline(req), max(prepared.cv_folds, 1)
 
         def create(family: ModelType):
-            return self._io("create_study", CreateStudyInput(job_id=job_id, family=family,
-                            hyperparameter_config=family_hp, prepared=prepared, seed=seed), StudySpec)
+            return self._io(
+                "create_study",
+                CreateStudyInput(
+                    job_id=job_id,
+                    family=family,
+                    hyperparameter_config=family_hp,
+                    prepared=prepared,
+                    seed=seed,
+                ),
+                StudySpec,
+            )
 
         if self._mlflow_run is None:  # a job started before MLFLOW_RUN_PATCH: its history has this order
             run_id = await self._start_mlflow_run(inp, seed)
@@ -254,18 +349,44 @@ class TrainingWorkflow:
             run_id = await self._mlflow_run
         parallel = max(1, slots // len(families))
         if len(families) > 1 and workflow.patched(FOLLOW_LEADERS_PATCH):
-            self._leaders = _Leaders({f.value: s.study for f, s in zip(families, studies, strict=True)}, parallel,
-                                     slots, workflow.now(), deadline, prepared.higher_is_better)
+            self._leaders = _Leaders(
+                {f.value: s.study for f, s in zip(families, studies, strict=True)},
+                parallel,
+                slots,
+                workflow.now(),
+                deadline,
+                prepared.higher_is_better,
+            )
         tasks = []
         for family, study in zip(families, studies, strict=True):
-            child = TuningInput(job_id=job_id, parent_id=workflow.info().workflow_id, mlflow_run_id=run_id,
-                                study=study, prepared=prepared, dataset_config=req.dataset_config,
-                                hyperparameter_config=family_hp, seed=seed,
-                                parallel=parallel, deadline=deadline,
-                                trials_per_run=int(workflow.memo_value("trials_per_run", default=TRIALS_PER_RUN)))
-            tasks.append((study, asyncio.create_task(workflow.execute_child_workflow(
-                "TuningWorkflow", child, id=study.study, result_type=TuningResult, memo=_child_memo(),
-                static_summary=f"tuning {family.value}: {study.limit} trials, {study.method}"))))
+            child = TuningInput(
+                job_id=job_id,
+                parent_id=workflow.info().workflow_id,
+                mlflow_run_id=run_id,
+                study=study,
+                prepared=prepared,
+                dataset_config=req.dataset_config,
+                hyperparameter_config=family_hp,
+                seed=seed,
+                parallel=parallel,
+                deadline=deadline,
+                trials_per_run=int(workflow.memo_value("trials_per_run", default=TRIALS_PER_RUN)),
+            )
+            tasks.append(
+                (
+                    study,
+                    asyncio.create_task(
+                        workflow.execute_child_workflow(
+                            "TuningWorkflow",
+                            child,
+                            id=study.study,
+                            result_type=TuningResult,
+                            memo=_child_memo(),
+                            static_summary=f"tuning {family.value}: {study.limit} trials, {study.method}",
+                        )
+                    ),
+                )
+            )
         if self._leaders is not None:
             self._leaders.children = {s.family.value: t for s, t in tasks}
         await self._await_children([t for _, t in tasks])
@@ -274,14 +395,23 @@ class TrainingWorkflow:
             self._allocation = self._leaders.allocation(results)
         if run_id:
             # The searches' last nested runs, logged while the final model fits (awaited before comparing).
-            self._trial_logs = [asyncio.create_task(self._io(
-                "log_trials", LogTrialsInput(mlflow_run_id=run_id, family=study.family, results=result.unlogged),
-                None)) for study, result in results if result.unlogged]
+            self._trial_logs = [
+                asyncio.create_task(
+                    self._io(
+                        "log_trials",
+                        LogTrialsInput(mlflow_run_id=run_id, family=study.family, results=result.unlogged),
+                        None,
+                    )
+                )
+                for study, result in results
+                if result.unlogged
+            ]
         return self._best_per_family(prepared, results)
 
     async def _start_mlflow_run(self, inp: TrainingWorkflowInput, seed: int) -> str:
-        return await self._io("start_mlflow_run", StartRunInput(job_id=inp.job_id, request=inp.request, seed=seed),
-                              str)
+        return await self._io(
+            "start_mlflow_run", StartRunInput(job_id=inp.job_id, request=inp.request, seed=seed), str
+        )
 
     async def _trial_runs_logged(self) -> None:
         """Wait for the nested trial runs the searches handed over (an error here fails the job)."""
@@ -299,8 +429,11 @@ class TrainingWorkflow:
         with contextlib.suppress(Exception):
             run_id = await self._mlflow_run
             await workflow.execute_activity(
-                "end_mlflow_run", EndRunInput(mlflow_run_id=run_id, status=status),
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_attempts=3))
+                "end_mlflow_run",
+                EndRunInput(mlflow_run_id=run_id, status=status),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
 
     async def _await_children(self, tasks: list) -> None:
         group = asyncio.gather(*tasks)
@@ -325,9 +458,15 @@ class TrainingWorkflow:
                 failures.append(f"{study.family.value}: {_tuning_failure(result)}")
                 continue
             best = result.best
-            cv = CVScore(metric=prepared.metric, scores=best.fold_scores, mean=float(best.score),
-                         std=_std(best.fold_scores), best_iterations=best.best_iterations,
-                         duration_seconds=best.duration_seconds, oof_uri=best.oof_uri)
+            cv = CVScore(
+                metric=prepared.metric,
+                scores=best.fold_scores,
+                mean=float(best.score),
+                std=_std(best.fold_scores),
+                best_iterations=best.best_iterations,
+                duration_seconds=best.duration_seconds,
+                oof_uri=best.oof_uri,
+            )
             found.append((study.family, {**study.fixed, **best.params}, cv))
         # One family: its failure is the job's. An ensemble goes on without a family that failed.
         if not found or (len(results) == 1 and failures):
@@ -370,24 +509,39 @@ class TrainingWorkflow:
         # The API checks this too; a job started straight from the temporal CLI must fail just as clearly.
         req = inp.request
         if req.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ApplicationError(f"model_type: {req.model_type.value} is not supported yet",
-                                   type="UnsupportedError", non_retryable=True)
+            raise ApplicationError(
+                f"model_type: {req.model_type.value} is not supported yet",
+                type="UnsupportedError",
+                non_retryable=True,
+            )
         if req.training_mode not in SUPPORTED_TRAINING_MODES:
-            raise ApplicationError(f"training_mode: {req.training_mode.value} is not supported yet",
-                                   type="UnsupportedError", non_retryable=True)
+            raise ApplicationError(
+                f"training_mode: {req.training_mode.value} is not supported yet",
+                type="UnsupportedError",
+                non_retryable=True,
+            )
 
     # -- helpers -------------------------------------------------------------------------------
     async def _cpu(self, name: str, arg, result_type, *, timeout: timedelta):
         return await workflow.execute_activity(
-            name, arg, result_type=result_type, task_queue=_trials_queue(),
-            start_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=60), retry_policy=CPU_RETRY,
+            name,
+            arg,
+            result_type=result_type,
+            task_queue=_trials_queue(),
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=CPU_RETRY,
             # The job is CANCELLED only once training has really stopped and freed its slot.
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
 
     async def _io(self, name: str, arg, result_type, *, timeout: timedelta = timedelta(minutes=2)):
         return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=IO_RETRY,
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            retry_policy=IO_RETRY,
         )
 
     async def _enter(self, stage: str, *, status: TrainingStatus | None = None) -> None:
@@ -403,10 +557,18 @@ class TrainingWorkflow:
     async def _record(self) -> None:
         await self._io(
             "record_job_status",
-            JobStatusUpdate(job_id=self._job_id, status=self._status, stage=self._stage, progress=self._progress,
-                            metrics=self._metrics, error=self._error, model_id=self._model_id,
-                            estimated_completion=self._eta()),
-            None, timeout=timedelta(seconds=30),
+            JobStatusUpdate(
+                job_id=self._job_id,
+                status=self._status,
+                stage=self._stage,
+                progress=self._progress,
+                metrics=self._metrics,
+                error=self._error,
+                model_id=self._model_id,
+                estimated_completion=self._eta(),
+            ),
+            None,
+            timeout=timedelta(seconds=30),
         )
 
     async def _finish(self, status: TrainingStatus, stage: str, *, error: str | None = None) -> None:
@@ -436,7 +598,9 @@ class TrainingWorkflow:
         return workflow.now() + elapsed * ((100.0 - self._progress) / self._progress)
 
     def _outcome(self) -> TrainingOutcome:
-        return TrainingOutcome(job_id=self._job_id, status=self._status, model_id=self._model_id, error=self._error)
+        return TrainingOutcome(
+            job_id=self._job_id, status=self._status, model_id=self._model_id, error=self._error
+        )
 
 
 class _Leaders:
@@ -445,8 +609,9 @@ class _Leaders:
     ensemble) and the leaders widen into the freed slots. Deterministic: it reads only the children's progress
     signals and workflow time."""
 
-    def __init__(self, children_ids: dict[str, str], parallel: int, slots: int, start, deadline,
-                 higher_is_better: bool) -> None:
+    def __init__(
+        self, children_ids: dict[str, str], parallel: int, slots: int, start, deadline, higher_is_better: bool
+    ) -> None:
         self.ids, self.parallel, self.slots = children_ids, dict.fromkeys(children_ids, parallel), slots
         self.start, self.deadline, self.higher = start, deadline, higher_is_better
         self.children: dict[str, asyncio.Task] = {}
@@ -454,7 +619,11 @@ class _Leaders:
         self.rung = 0
 
     def _active(self) -> list[str]:
-        return [f for f in self.ids if f not in self.stopped and not (f in self.children and self.children[f].done())]
+        return [
+            f
+            for f in self.ids
+            if f not in self.stopped and not (f in self.children and self.children[f].done())
+        ]
 
     def trailing(self, now, progress: dict) -> list[str]:
         if self.rung >= len(RUNGS) or now < self.start + (self.deadline - self.start) * RUNGS[self.rung]:
@@ -466,13 +635,17 @@ class _Leaders:
         keep = max(MIN_LEADERS, math.ceil(len(active) / 2))
         if len(active) <= keep:
             return []
-        ranked = sorted(active, key=lambda f: -progress[f].best_score if self.higher else progress[f].best_score)
+        ranked = sorted(
+            active, key=lambda f: -progress[f].best_score if self.higher else progress[f].best_score
+        )
         leader = progress[ranked[0]].best_score
         for family in ranked[keep:]:
             self.stopped[family] = {
-                "stopped_at_seconds": round((now - self.start).total_seconds(), 1), "rung": self.rung,
+                "stopped_at_seconds": round((now - self.start).total_seconds(), 1),
+                "rung": self.rung,
                 "reason": f"best CV score {progress[family].best_score:.6g} trailed the leader's {leader:.6g} "
-                          f"at {RUNGS[self.rung - 1]:.0%} of the tuning time"}
+                f"at {RUNGS[self.rung - 1]:.0%} of the tuning time",
+            }
         return ranked[keep:]
 
     async def follow(self, now, progress: dict) -> None:
@@ -496,10 +669,15 @@ class _Leaders:
         out = {}
         for study, result in results:
             family = study.family.value
-            out[family] = {"trials": result.trials, "completed": result.completed, "pruned": result.pruned,
-                           "best_score": result.best.score if result.best else None,
-                           "stopped_by": result.stopped_by, "final_slots": self.parallel[family],
-                           **self.stopped.get(family, {})}
+            out[family] = {
+                "trials": result.trials,
+                "completed": result.completed,
+                "pruned": result.pruned,
+                "best_score": result.best.score if result.best else None,
+                "stopped_by": result.stopped_by,
+                "final_slots": self.parallel[family],
+                **self.stopped.get(family, {}),
+            }
         return out
 
 
@@ -516,14 +694,18 @@ def _std(values: list[float]) -> float:
 
 def _tuning_failure(result: TuningResult) -> str:
     if result.stopped_by == "failures":
-        return (f"{result.failed} of {result.trials} trials failed, more than the allowed share; "
-                f"first error: {result.error}")
+        return (
+            f"{result.failed} of {result.trials} trials failed, more than the allowed share; "
+            f"first error: {result.error}"
+        )
     if result.stopped_by == "timeout":
         if result.cancelled:
-            return (f"no trial finished within optimization_timeout: {result.cancelled} were still running when "
-                    "the budget ran out, so one trial of this family on this data takes longer than the whole "
-                    "budget; raise optimization_timeout, or set optimization_method to none to train once "
-                    "with the default parameters")
+            return (
+                f"no trial finished within optimization_timeout: {result.cancelled} were still running when "
+                "the budget ran out, so one trial of this family on this data takes longer than the whole "
+                "budget; raise optimization_timeout, or set optimization_method to none to train once "
+                "with the default parameters"
+            )
         return f"no trial finished within optimization_timeout ({result.trials} finished); give it more time"
     return f"no trial completed ({result.failed} failed, {result.pruned} pruned); first error: {result.error}"
 

@@ -41,8 +41,13 @@ IO_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=1
 # A crashed trial worker is noticed by the heartbeat timeout and the batch re-runs elsewhere (its told trials
 # are not run again). Bad parameters come back as a FAILED result, not an error: what raises is
 # infrastructure (a dead worker, the database restarting), so give it a few attempts over half a minute.
-TRIAL_RETRY = RetryPolicy(maximum_attempts=6, initial_interval=timedelta(seconds=2), backoff_coefficient=2,
-                          maximum_interval=timedelta(seconds=15), non_retryable_error_types=["DataError"])
+TRIAL_RETRY = RetryPolicy(
+    maximum_attempts=6,
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(seconds=15),
+    non_retryable_error_types=["DataError"],
+)
 ROWS_EVERY, ROWS_SECONDS = 10, 5.0
 # Nested MLflow runs cost ~60 ms of MLflow server CPU each, taken from the trials while they run: a long search
 # logs them every 2 minutes, a short one only at its end, where the parent logs them beside the final fit.
@@ -75,11 +80,16 @@ class TuningWorkflow:
         # Searches started since MLFLOW_RUN_PATCH log nested runs seldom and hand the last ones to the parent;
         # one started before keeps its cadence (a cadence change alters the commands a replay expects).
         self._hand_over = workflow.patched(MLFLOW_RUN_PATCH)
-        every, seconds = ((MLFLOW_EVERY, MLFLOW_SECONDS) if self._hand_over
-                          else (PRE_PATCH_MLFLOW_EVERY, PRE_PATCH_MLFLOW_SECONDS))
+        every, seconds = (
+            (MLFLOW_EVERY, MLFLOW_SECONDS)
+            if self._hand_over
+            else (PRE_PATCH_MLFLOW_EVERY, PRE_PATCH_MLFLOW_SECONDS)
+        )
         self._runs = _Channel(self._log_runs, every, seconds, workflow.now()) if inp.mlflow_run_id else None
-        self._channels = [_Channel(self._record_rows, ROWS_EVERY, ROWS_SECONDS, workflow.now()),
-                          *([self._runs] if self._runs else [])]
+        self._channels = [
+            _Channel(self._record_rows, ROWS_EVERY, ROWS_SECONDS, workflow.now()),
+            *([self._runs] if self._runs else []),
+        ]
         try:
             stopped_by = await self._search()
         except BaseException:
@@ -138,8 +148,11 @@ class TuningWorkflow:
     def _fill_slots(self) -> None:
         """One batch per free slot while the budget may have room (the study enforces it exactly)."""
         s, inp = self.state, self.inp
-        while (not self._exhausted and len(self._running) < inp.parallel
-               and s.finished + len(self._running) < inp.study.limit):
+        while (
+            not self._exhausted
+            and len(self._running) < inp.parallel
+            and s.finished + len(self._running) < inp.study.limit
+        ):
             s.batches += 1
             batch = f"trials-{s.batches}"
             self._running[batch] = asyncio.create_task(self._batch(batch))
@@ -149,14 +162,24 @@ class TuningWorkflow:
         try:
             return await workflow.execute_activity(
                 "run_trials",
-                TrialBatchInput(job_id=inp.job_id, study=inp.study, batch=batch, prepared=inp.prepared,
-                                dataset_config=inp.dataset_config, seed=inp.seed,
-                                max_trials=max(1, min(inp.study.limit - self.state.finished, self._run_left())),
-                                batch_seconds=BATCH_SECONDS,
-                                deadline=inp.deadline),
-                result_type=TrialBatch, activity_id=batch, task_queue=_trials_queue(),
-                start_to_close_timeout=timedelta(hours=4), heartbeat_timeout=timedelta(seconds=20),
-                retry_policy=TRIAL_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                TrialBatchInput(
+                    job_id=inp.job_id,
+                    study=inp.study,
+                    batch=batch,
+                    prepared=inp.prepared,
+                    dataset_config=inp.dataset_config,
+                    seed=inp.seed,
+                    max_trials=max(1, min(inp.study.limit - self.state.finished, self._run_left())),
+                    batch_seconds=BATCH_SECONDS,
+                    deadline=inp.deadline,
+                ),
+                result_type=TrialBatch,
+                activity_id=batch,
+                task_queue=_trials_queue(),
+                start_to_close_timeout=timedelta(hours=4),
+                heartbeat_timeout=timedelta(seconds=20),
+                retry_policy=TRIAL_RETRY,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except ActivityError as exc:
             if _is_cancel(exc):
@@ -165,8 +188,11 @@ class TuningWorkflow:
             return TrialBatch(results=await self._collect(batch, "FAILED", reason))
 
     async def _collect(self, batch: str, state: str, error: str) -> list[TrialResult]:
-        return await self._io("collect_trials", CollectInput(study=self.inp.study, batch=batch, state=state,
-                                                             error=error), result_type=list[TrialResult])
+        return await self._io(
+            "collect_trials",
+            CollectInput(study=self.inp.study, batch=batch, state=state, error=error),
+            result_type=list[TrialResult],
+        )
 
     async def _wait_for_a_batch(self) -> None:
         remaining = (self.inp.deadline - workflow.now()).total_seconds()
@@ -174,7 +200,8 @@ class TuningWorkflow:
             # A stop or wider slots from the parent (ENSEMBLE) take effect at once, not after the next batch.
             await workflow.wait_condition(
                 lambda: self._outpaced or self._widened or any(t.done() for t in self._running.values()),
-                timeout=max(remaining, 0.001))
+                timeout=max(remaining, 0.001),
+            )
         except TimeoutError:
             return
         self._widened = False
@@ -211,8 +238,13 @@ class TuningWorkflow:
             try:
                 self._take(await task)
             except (asyncio.CancelledError, ActivityError):
-                self._take(TrialBatch(results=await self._collect(
-                    batch, "CANCELLED", "stopped by the time budget or a cancel")))
+                self._take(
+                    TrialBatch(
+                        results=await self._collect(
+                            batch, "CANCELLED", "stopped by the time budget or a cancel"
+                        )
+                    )
+                )
         self._running.clear()
 
     def _record(self) -> None:
@@ -222,16 +254,20 @@ class TuningWorkflow:
     async def _flush_records(self, *, keep_runs: bool = False) -> None:
         """Send what waits on every channel; with ``keep_runs`` the nested MLflow runs stay pending
         (``_result`` hands them to the parent)."""
-        await asyncio.gather(*(channel.flush(send=not (keep_runs and channel is self._runs))
-                               for channel in self._channels))
+        await asyncio.gather(
+            *(channel.flush(send=not (keep_runs and channel is self._runs)) for channel in self._channels)
+        )
 
     async def _record_rows(self, batch: list[TrialResult]) -> None:
-        await self._io("record_trials", RecordTrialsInput(job_id=self.inp.job_id, study=self.inp.study,
-                                                          results=batch))
+        await self._io(
+            "record_trials", RecordTrialsInput(job_id=self.inp.job_id, study=self.inp.study, results=batch)
+        )
 
     async def _log_runs(self, batch: list[TrialResult]) -> None:
-        await self._io("log_trials", LogTrialsInput(mlflow_run_id=self.inp.mlflow_run_id,
-                                                    family=self.inp.study.family, results=batch))
+        await self._io(
+            "log_trials",
+            LogTrialsInput(mlflow_run_id=self.inp.mlflow_run_id, family=self.inp.study.family, results=batch),
+        )
 
     def _report_progress(self) -> None:
         """Signal the parent (fire and forget: a lost update is replaced by the next one)."""
@@ -243,7 +279,9 @@ class TuningWorkflow:
 
     async def _signal_parent(self, progress: TuningProgress) -> None:
         try:
-            await workflow.get_external_workflow_handle(self.inp.parent_id).signal("tuning_progress", progress)
+            await workflow.get_external_workflow_handle(self.inp.parent_id).signal(
+                "tuning_progress", progress
+            )
         except Exception as exc:  # noqa: BLE001 - progress is advisory; the next update replaces it
             workflow.logger.info("progress signal to %s failed: %s", self.inp.parent_id, exc)
 
@@ -255,9 +293,17 @@ class TuningWorkflow:
             left = max(inp.study.limit - s.finished, 0)
             seconds = min(mean * left / max(inp.parallel, 1), (inp.deadline - workflow.now()).total_seconds())
             eta = workflow.now() + timedelta(seconds=max(seconds, 0))
-        return TuningProgress(family=inp.study.family, completed=s.completed, pruned=s.pruned, failed=s.failed,
-                              running=len(self._running), total=inp.study.limit,
-                              best_score=s.best.score if s.best else None, mean_trial_seconds=mean, eta=eta)
+        return TuningProgress(
+            family=inp.study.family,
+            completed=s.completed,
+            pruned=s.pruned,
+            failed=s.failed,
+            running=len(self._running),
+            total=inp.study.limit,
+            best_score=s.best.score if s.best else None,
+            mean_trial_seconds=mean,
+            eta=eta,
+        )
 
     @workflow.query(name="progress")
     def progress_query(self) -> TuningProgress:
@@ -278,13 +324,27 @@ class TuningWorkflow:
     def _result(self, stopped_by: str) -> TuningResult:
         s = self.state
         unlogged = list(self._runs.pending) if self._runs else []
-        return TuningResult(family=self.inp.study.family, best=s.best, trials=s.finished, completed=s.completed,
-                            pruned=s.pruned, failed=s.failed, cancelled=s.cancelled, stopped_by=stopped_by,
-                            error=s.first_error, unlogged=unlogged)
+        return TuningResult(
+            family=self.inp.study.family,
+            best=s.best,
+            trials=s.finished,
+            completed=s.completed,
+            pruned=s.pruned,
+            failed=s.failed,
+            cancelled=s.cancelled,
+            stopped_by=stopped_by,
+            error=s.first_error,
+            unlogged=unlogged,
+        )
 
     async def _io(self, name: str, arg, result_type=None):
-        return await workflow.execute_activity(name, arg, result_type=result_type,
-                                               start_to_close_timeout=timedelta(minutes=2), retry_policy=IO_RETRY)
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=IO_RETRY,
+        )
 
 
 class _Channel:

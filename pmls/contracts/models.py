@@ -57,9 +57,14 @@ class DatasetConfig(Contract):
     data_augmentation: bool = False
     class_balancing: bool = False
     # ours
-    source: str = Field(..., min_length=1, description=(
-        "Parquet/CSV/NDJSON file, glob or folder; `duckdb:SELECT ...` over such files; or "
-        "`postgresql://user@host/db?table=NAME` (or `?query=SELECT ...`)"))
+    source: str = Field(
+        ...,
+        min_length=1,
+        description=(
+            "Parquet/CSV/NDJSON file, glob or folder; `duckdb:SELECT ...` over such files; or "
+            "`postgresql://user@host/db?table=NAME` (or `?query=SELECT ...`)"
+        ),
+    )
     target: str = Field(..., min_length=1, description="column to predict")
     timestamp_column: str | None = None
     entity_column: str | None = None
@@ -111,7 +116,9 @@ class HyperparameterConfig(Contract):
     optimization_trials: int = Field(20, ge=0, le=100_000)
     optimization_timeout: str = "PT1H"
     # ours
-    max_parallel_trials: int | None = Field(None, ge=1, le=256, description="default: the trial workers' slots")
+    max_parallel_trials: int | None = Field(
+        None, ge=1, le=256, description="default: the trial workers' slots"
+    )
     pruner: Literal["median", "successive_halving", "hyperband", "none"] = "median"
     max_failed_trial_share: float = Field(0.5, ge=0.0, le=1.0, description="more failed trials fail the job")
     portfolio: bool = Field(True, description="start from configurations known to be strong for the family")
@@ -145,15 +152,17 @@ class ValidationConfig(Contract):
     cv_strategy: Literal["auto", "timeseries", "stratified", "kfold", "group", "none"] = "auto"
     cv_folds: int = Field(5, ge=2, le=20)
     bag_folds: int = Field(
-        0, ge=0, le=10,
+        0,
+        ge=0,
+        le=10,
         description="ENSEMBLE: refit each chosen member as a bag of k models, each early-stopped on the fold "
-                    "of the rows it is fitted on that it leaves out, predictions averaged (0: one refit per member)",
+        "of the rows it is fitted on that it leaves out, predictions averaged (0: one refit per member)",
     )
     refit_full: bool = Field(
         True,
         description="deliver a model refit on every row the request provides (training + validation + test "
-                    "periods); the test metrics stay those of the model fitted on training + validation, which "
-                    "never saw the test period. false: deliver that model",
+        "periods); the test metrics stay those of the model fitted on training + validation, which "
+        "never saw the test period. false: deliver that model",
     )
 
     @field_validator("bag_folds")
@@ -184,9 +193,11 @@ class TrainingRequest(Contract):
     )
     job_timeout: str = Field("PT4H", description="the whole job's deadline; tuning stops in time to finish")
     random_seed: int | None = Field(
-        None, ge=0, le=2**31 - 1,
+        None,
+        ge=0,
+        le=2**31 - 1,
         description="seeds splits, CV folds, samplers and every fit: the same request on the same data "
-                    "evaluates the same configurations; default: a seed drawn per job (recorded in MLflow)",
+        "evaluates the same configurations; default: a seed drawn per job (recorded in MLflow)",
     )
 
     @field_validator("job_timeout")
@@ -199,8 +210,10 @@ class TrainingRequest(Contract):
     @model_validator(mode="after")
     def _lstm_needs_time(self) -> TrainingRequest:
         if self.model_type is ModelType.LSTM and not self.dataset_config.timestamp_column:
-            raise ValueError("an LSTM learns from sequences ordered in time: set dataset_config.timestamp_column "
-                             "(and entity_column when the rows belong to several series)")
+            raise ValueError(
+                "an LSTM learns from sequences ordered in time: set dataset_config.timestamp_column "
+                "(and entity_column when the rows belong to several series)"
+            )
         return self
 
     @property

@@ -48,7 +48,9 @@ def parse_period(text: str) -> Period:
         start = _parse_point(left, is_end=False)
         end = _parse_point(right, is_end=True)
     except ValueError as exc:
-        raise ValueError(f"{text!r} is not an ISO-8601 interval ({exc}); e.g. 2024-01-01/2024-06-30") from None
+        raise ValueError(
+            f"{text!r} is not an ISO-8601 interval ({exc}); e.g. 2024-01-01/2024-06-30"
+        ) from None
     if end <= start:
         raise ValueError(f"{text!r} is empty: its end is not after its start")
     return Period(start, end)

@@ -74,8 +74,11 @@ class Bundle:
         raw = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(pd.DataFrame(frame))
         ts = _as_naive_datetime(raw.select(self.timestamp_column), self.timestamp_column)
         order = ts.get_column(self.timestamp_column).dt.epoch("us").fill_null(0).to_numpy()
-        entity = (raw.get_column(self.entity_column).cast(pl.String).hash(seed=0).to_numpy()
-                  if self.entity_column else np.zeros(raw.height, dtype=np.int64))
+        entity = (
+            raw.get_column(self.entity_column).cast(pl.String).hash(seed=0).to_numpy()
+            if self.entity_column
+            else np.zeros(raw.height, dtype=np.int64)
+        )
         # Each row's window is built from the rows of the same request that precede it in time.
         return build_sequences(X, entity.astype(np.int64), order.astype(np.int64), self.seq_len)
 
@@ -84,7 +87,9 @@ class Bundle:
         X = self.inputs(frame)
         index = frame.index if isinstance(frame, pd.DataFrame) else None
         if self.task is Task.REGRESSION:
-            return pd.DataFrame({"prediction": np.asarray(self.model.predict(X), dtype=np.float64)}, index=index)
+            return pd.DataFrame(
+                {"prediction": np.asarray(self.model.predict(X), dtype=np.float64)}, index=index
+            )
         proba = np.asarray(self.model.predict_proba(X), dtype=np.float64)
         labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
         out = pd.DataFrame({"prediction": pd.Series(labels.tolist(), index=index)})
@@ -93,18 +98,35 @@ class Bundle:
         return out
 
 
-def save_bundle(directory: Path, *, final, prepared, cfg: DatasetConfig, model_type: ModelType,
-                params: dict, fitted_rows: pl.DataFrame | None = None) -> Path:
+def save_bundle(
+    directory: Path,
+    *,
+    final,
+    prepared,
+    cfg: DatasetConfig,
+    model_type: ModelType,
+    params: dict,
+    fitted_rows: pl.DataFrame | None = None,
+) -> Path:
     """``fitted_rows``: the raw rows the model was fitted on; their fingerprints are kept with it."""
     from pmls.ml.data import row_fingerprints
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / PREPROCESSOR_FILE).write_text(json.dumps(prepared.preprocessor.to_dict(), indent=1))
     final.model.save(directory / MODEL_DIR)
-    meta = {"model_type": model_type.value, "task": prepared.task.value, "classes": prepared.classes,
-            "metric": prepared.metric, "kept": prepared.kept, "seq_len": final.seq_len,
-            "timestamp_column": cfg.timestamp_column, "entity_column": cfg.entity_column, "params": params,
-            "fitted_on": list(getattr(final, "fitted_on", ())), "fitted_columns": None}
+    meta = {
+        "model_type": model_type.value,
+        "task": prepared.task.value,
+        "classes": prepared.classes,
+        "metric": prepared.metric,
+        "kept": prepared.kept,
+        "seq_len": final.seq_len,
+        "timestamp_column": cfg.timestamp_column,
+        "entity_column": cfg.entity_column,
+        "params": params,
+        "fitted_on": list(getattr(final, "fitted_on", ())),
+        "fitted_columns": None,
+    }
     if fitted_rows is not None:
         meta["fitted_columns"] = sorted(fitted_rows.columns)
         np.save(directory / FITTED_ROWS_FILE, np.unique(row_fingerprints(fitted_rows)), allow_pickle=False)
@@ -123,9 +145,19 @@ def load_bundle(directory: str | Path) -> Bundle:
         from pmls.ml.zoo import load_model
     return Bundle(
         preprocessor=Preprocessor.from_dict(json.loads((path / PREPROCESSOR_FILE).read_text())),
-        model=load_model(path / MODEL_DIR), model_type=ModelType(meta["model_type"]), task=Task(meta["task"]),
-        classes=meta["classes"], metric=meta["metric"], kept=list(meta["kept"]), seq_len=meta["seq_len"],
-        timestamp_column=meta["timestamp_column"], entity_column=meta["entity_column"], params=meta["params"],
-        fitted_on=meta.get("fitted_on"), fitted_columns=meta.get("fitted_columns"),
-        fitted_rows=np.load(rows, allow_pickle=False) if (rows := path / FITTED_ROWS_FILE).is_file() else None,
+        model=load_model(path / MODEL_DIR),
+        model_type=ModelType(meta["model_type"]),
+        task=Task(meta["task"]),
+        classes=meta["classes"],
+        metric=meta["metric"],
+        kept=list(meta["kept"]),
+        seq_len=meta["seq_len"],
+        timestamp_column=meta["timestamp_column"],
+        entity_column=meta["entity_column"],
+        params=meta["params"],
+        fitted_on=meta.get("fitted_on"),
+        fitted_columns=meta.get("fitted_columns"),
+        fitted_rows=np.load(rows, allow_pickle=False)
+        if (rows := path / FITTED_ROWS_FILE).is_file()
+        else None,
     )

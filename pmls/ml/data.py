@@ -294,8 +294,12 @@ def row_fingerprints(frame: pl.DataFrame, columns: list[str] | None = None) -> n
     columns = sorted(frame.columns) if columns is None else columns
     if not columns or frame.height == 0:
         return np.zeros(frame.height, dtype=np.uint64)
-    as_text = [(pl.col(c).cast(pl.Float64) if frame.schema[c].is_numeric() else pl.col(c)).cast(pl.String)
-               .fill_null("\x00") for c in columns]  # numbers as floats: 1 and 1.0 are the same value
+    as_text = [
+        (pl.col(c).cast(pl.Float64) if frame.schema[c].is_numeric() else pl.col(c))
+        .cast(pl.String)
+        .fill_null("\x00")
+        for c in columns
+    ]  # numbers as floats: 1 and 1.0 are the same value
     text = frame.select(pl.concat_str(as_text, separator="\x1f").alias("row")).get_column("row")
     digests = b"".join(hashlib.blake2b(row.encode(), digest_size=8).digest() for row in text)
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)

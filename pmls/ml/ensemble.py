@@ -132,8 +132,9 @@ def _covered(oof: Sequence[np.ndarray], y: np.ndarray) -> tuple[np.ndarray, np.n
 # --- Caruana: greedy selection with replacement ---------------------------------------------------
 
 
-def caruana(oof: list[np.ndarray], y: np.ndarray, task: Task, metric: str, *, rounds: int = 50,
-            init: int = 1) -> np.ndarray:
+def caruana(
+    oof: list[np.ndarray], y: np.ndarray, task: Task, metric: str, *, rounds: int = 50, init: int = 1
+) -> np.ndarray:
     """Weights (>= 0, sum 1): each round adds the member that most improves ``metric`` on the blend.
 
     Starts from the ``init`` best members and returns the best blend seen over all rounds, never one
@@ -155,8 +156,9 @@ def caruana(oof: list[np.ndarray], y: np.ndarray, task: Task, metric: str, *, ro
     return best_counts / best_counts.sum()
 
 
-def _caruana_step(counts: np.ndarray, stacked: np.ndarray, y: np.ndarray, task: Task,
-                  metric: str) -> tuple[np.ndarray, float]:
+def _caruana_step(
+    counts: np.ndarray, stacked: np.ndarray, y: np.ndarray, task: Task, metric: str
+) -> tuple[np.ndarray, float]:
     """Add the one member (with replacement) whose extra vote gives the best blend."""
     trials = []
     for j in range(len(stacked)):
@@ -178,8 +180,9 @@ def _one_hot(m: int, index: int) -> np.ndarray:
 # --- JAX blend on the simplex ---------------------------------------------------------------------
 
 
-def blend_weights(oof: list[np.ndarray], y: np.ndarray, task: Task, *, steps: int = 300, lr: float = 0.05,
-                  seed: int = 0) -> np.ndarray:
+def blend_weights(
+    oof: list[np.ndarray], y: np.ndarray, task: Task, *, steps: int = 300, lr: float = 0.05, seed: int = 0
+) -> np.ndarray:
     """Simplex weights minimising log loss (classification) or RMSE (regression) of the blend.
 
     Weights are softmax(theta), so every step stays on the simplex without projection. Adam on the
@@ -271,8 +274,9 @@ class Stacker:
 
     def predict_scores(self, member_scores: list[np.ndarray]) -> np.ndarray:
         if len(member_scores) != self.n_members:
-            raise DataError("ensemble",
-                            f"the stacker takes {self.n_members} members, got {len(member_scores)}")
+            raise DataError(
+                "ensemble", f"the stacker takes {self.n_members} members, got {len(member_scores)}"
+            )
         z = meta_features(self.task, member_scores) @ self.coef.T + self.intercept
         if self.task is Task.REGRESSION:
             return z[:, 0]
@@ -288,14 +292,25 @@ class Stacker:
         return out / out.sum(axis=1, keepdims=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task.value, "coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
-                "classes": list(self.classes), "num_classes": self.num_classes, "n_members": self.n_members}
+        return {
+            "task": self.task.value,
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+            "classes": list(self.classes),
+            "num_classes": self.num_classes,
+            "n_members": self.n_members,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Stacker:
-        return cls(Task(data["task"]), np.asarray(data["coef"], dtype=np.float64),
-                   np.asarray(data["intercept"], dtype=np.float64), [int(c) for c in data["classes"]],
-                   data["num_classes"], int(data["n_members"]))
+        return cls(
+            Task(data["task"]),
+            np.asarray(data["coef"], dtype=np.float64),
+            np.asarray(data["intercept"], dtype=np.float64),
+            [int(c) for c in data["classes"]],
+            data["num_classes"],
+            int(data["n_members"]),
+        )
 
 
 def meta_features(task: Task, member_scores: Sequence[np.ndarray]) -> np.ndarray:
@@ -313,8 +328,9 @@ def meta_features(task: Task, member_scores: Sequence[np.ndarray]) -> np.ndarray
     return np.concatenate(list(logp), axis=1)
 
 
-def fit_stacker(oof: list[np.ndarray], y: np.ndarray, task: Task, *, seed: int = 0,
-                strength: float = 1.0) -> Stacker:
+def fit_stacker(
+    oof: list[np.ndarray], y: np.ndarray, task: Task, *, seed: int = 0, strength: float = 1.0
+) -> Stacker:
     """Fit the meta model on covered rows only (``strength``: L2 penalty; C = 1 / strength)."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -331,8 +347,14 @@ def fit_stacker(oof: list[np.ndarray], y: np.ndarray, task: Task, *, seed: int =
         raise DataError("ensemble", "stacking needs at least two classes among the covered rows")
     model = LogisticRegression(C=1.0 / strength, max_iter=2000, random_state=seed).fit(X, y.astype(np.int64))
     num_classes = int(np.asarray(oof[0]).shape[1])
-    return Stacker(task, model.coef_.astype(np.float64), model.intercept_.astype(np.float64),
-                   [int(c) for c in model.classes_], num_classes, len(oof))
+    return Stacker(
+        task,
+        model.coef_.astype(np.float64),
+        model.intercept_.astype(np.float64),
+        [int(c) for c in model.classes_],
+        num_classes,
+        len(oof),
+    )
 
 
 def _softmax_rows(z: np.ndarray) -> np.ndarray:
@@ -382,10 +404,19 @@ def best_single(metric: str, scores: Sequence[float], costs: Sequence[float] | N
     return min(tied, key=lambda i: (costs[i], i))
 
 
-def choose_ensemble(oof: list[np.ndarray], y_oof: np.ndarray, valid_scores: list[np.ndarray],
-                    y_valid: np.ndarray, task: Task, metric: str, *, seed: int = 0,
-                    cv_scores: Sequence[float | None] | None = None,
-                    costs: Sequence[float] | None = None, folds: int = CROSSFIT_FOLDS) -> EnsembleChoice:
+def choose_ensemble(
+    oof: list[np.ndarray],
+    y_oof: np.ndarray,
+    valid_scores: list[np.ndarray],
+    y_valid: np.ndarray,
+    task: Task,
+    metric: str,
+    *,
+    seed: int = 0,
+    cv_scores: Sequence[float | None] | None = None,
+    costs: Sequence[float] | None = None,
+    folds: int = CROSSFIT_FOLDS,
+) -> EnsembleChoice:
     """Judge every method on all held-out predictions at once: the members' out-of-fold predictions over
     the training rows and their predictions on the validation period, pooled.
 
@@ -398,8 +429,10 @@ def choose_ensemble(oof: list[np.ndarray], y_oof: np.ndarray, valid_scores: list
     """
     if len(valid_scores) != len(oof) or not oof:
         raise DataError("ensemble", f"{len(oof)} OOF arrays but {len(valid_scores)} validation arrays")
-    pooled = [np.concatenate([np.asarray(o, dtype=np.float64), np.asarray(v, dtype=np.float64)])
-              for o, v in zip(oof, valid_scores, strict=True)]
+    pooled = [
+        np.concatenate([np.asarray(o, dtype=np.float64), np.asarray(v, dtype=np.float64)])
+        for o, v in zip(oof, valid_scores, strict=True)
+    ]
     y = np.concatenate([np.asarray(y_oof), np.asarray(y_valid)])
     in_valid = np.arange(len(y)) >= len(y_oof)
     rows = coverage(pooled)
@@ -407,7 +440,9 @@ def choose_ensemble(oof: list[np.ndarray], y_oof: np.ndarray, valid_scores: list
     by_cv = cv_scores is not None and all(v is not None and math.isfinite(v) for v in cv_scores)
     best = best_single(metric, [float(v) for v in cv_scores] if by_cv else singles, costs)  # type: ignore[union-attr]
     heldout = {"single": pooled[best]}
-    fitted: dict[str, EnsembleChoice] = {"single": EnsembleChoice("single", [1.0], None, [best], math.nan, {})}
+    fitted: dict[str, EnsembleChoice] = {
+        "single": EnsembleChoice("single", [1.0], None, [best], math.nan, {})
+    }
     if len(oof) >= 2:
         for method in METHODS[1:]:
             try:
@@ -427,21 +462,38 @@ def choose_ensemble(oof: list[np.ndarray], y_oof: np.ndarray, valid_scores: list
     return choice
 
 
-def _fit_method(method: str, scores: list[np.ndarray], y: np.ndarray, task: Task, metric: str,
-                seed: int) -> EnsembleChoice:
+def _fit_method(
+    method: str, scores: list[np.ndarray], y: np.ndarray, task: Task, metric: str, seed: int
+) -> EnsembleChoice:
     """Learn ``method`` on fully covered rows."""
     if method == "stack":
-        return EnsembleChoice("stack", None, fit_stacker(scores, y, task, seed=seed).to_dict(),
-                              list(range(len(scores))), math.nan, {})
-    weights = caruana(scores, y, task, metric) if method == "caruana" else blend_weights(scores, y, task, seed=seed)
+        return EnsembleChoice(
+            "stack",
+            None,
+            fit_stacker(scores, y, task, seed=seed).to_dict(),
+            list(range(len(scores))),
+            math.nan,
+            {},
+        )
+    weights = (
+        caruana(scores, y, task, metric) if method == "caruana" else blend_weights(scores, y, task, seed=seed)
+    )
     # A member kept for a sliver of weight costs a full refit: drop it (softmax weights are never 0).
     members = [int(i) for i in np.flatnonzero(weights >= MIN_WEIGHT)] or [int(np.argmax(weights))]
     kept = [float(w) for w in weights[members] / weights[members].sum()]
     return EnsembleChoice(method, kept, None, members, math.nan, {})  # type: ignore[arg-type]
 
 
-def _crossfit(method: str, pooled: list[np.ndarray], y: np.ndarray, rows: np.ndarray, task: Task, metric: str,
-              seed: int, folds: int) -> np.ndarray:
+def _crossfit(
+    method: str,
+    pooled: list[np.ndarray],
+    y: np.ndarray,
+    rows: np.ndarray,
+    task: Task,
+    metric: str,
+    seed: int,
+    folds: int,
+) -> np.ndarray:
     """Held-out predictions of ``method`` on the covered rows: each part predicted by the method learnt on
     the other parts (NaN elsewhere)."""
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -508,8 +560,11 @@ class Bag:
 
     @property
     def feature_importances_(self) -> np.ndarray | None:
-        found = [np.asarray(m.feature_importances_, dtype=np.float64) for m in self.models
-                 if getattr(m, "feature_importances_", None) is not None]
+        found = [
+            np.asarray(m.feature_importances_, dtype=np.float64)
+            for m in self.models
+            if getattr(m, "feature_importances_", None) is not None
+        ]
         return np.mean(found, axis=0) if found else None
 
     def save(self, directory: Path) -> None:
@@ -528,7 +583,9 @@ class Bag:
         meta = json.loads((Path(directory) / BAG_FILE).read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise DataError("model", f"unsupported bag format {meta.get('format_version')!r}")
-        return cls([load_model(Path(directory) / f"model-{j}") for j in range(meta["models"])], Task(meta["task"]))
+        return cls(
+            [load_model(Path(directory) / f"model-{j}") for j in range(meta["models"])], Task(meta["task"])
+        )
 
 
 def load_member(directory: Path):
@@ -548,8 +605,14 @@ class EnsembleModel:
 
     model_type: ClassVar[ModelType] = ModelType.ENSEMBLE
 
-    def __init__(self, members: Sequence[Any], choice: EnsembleChoice, task: Task,
-                 num_classes: int | None = None, sequential: Sequence[bool] | None = None) -> None:
+    def __init__(
+        self,
+        members: Sequence[Any],
+        choice: EnsembleChoice,
+        task: Task,
+        num_classes: int | None = None,
+        sequential: Sequence[bool] | None = None,
+    ) -> None:
         if len(members) != len(choice.members):
             raise DataError("ensemble", f"{len(choice.members)} chosen members, {len(members)} models given")
         self.members = list(members)
@@ -565,8 +628,9 @@ class EnsembleModel:
         if isinstance(X, dict) and key in X:
             return X[key]
         if isinstance(X, dict) or sequential:
-            raise DataError("input",
-                            f'this ensemble needs "{key}" input: pass {{"tabular": X, "sequence": W}}')
+            raise DataError(
+                "input", f'this ensemble needs "{key}" input: pass {{"tabular": X, "sequence": W}}'
+            )
         return X
 
     def _scores(self, X: Any) -> np.ndarray:
@@ -592,9 +656,11 @@ class EnsembleModel:
     def feature_importances_(self) -> np.ndarray | None:
         """Members' importances averaged by their weights (uniform for stacking), where they exist."""
         weights = self.choice.weights or [1.0] * len(self.members)
-        found = [(w, np.asarray(m.feature_importances_, dtype=np.float64))
-                 for w, m in zip(weights, self.members, strict=True)
-                 if getattr(m, "feature_importances_", None) is not None]
+        found = [
+            (w, np.asarray(m.feature_importances_, dtype=np.float64))
+            for w, m in zip(weights, self.members, strict=True)
+            if getattr(m, "feature_importances_", None) is not None
+        ]
         if not found:
             return None
         width = len(found[0][1])
@@ -612,9 +678,14 @@ class EnsembleModel:
         directory.mkdir(parents=True, exist_ok=True)
         for i, member in enumerate(self.members):
             member.save(directory / f"member-{i}")
-        meta = {"format_version": FORMAT_VERSION, "model_type": self.model_type.value,
-                "task": self.task.value, "num_classes": self.num_classes, "sequential": self.sequential,
-                "choice": self.choice.to_dict()}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model_type": self.model_type.value,
+            "task": self.task.value,
+            "num_classes": self.num_classes,
+            "sequential": self.sequential,
+            "choice": self.choice.to_dict(),
+        }
         (directory / ENSEMBLE_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod

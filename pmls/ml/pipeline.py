@@ -40,8 +40,10 @@ def resolve_metric(task: Task, metric: str | None) -> str:
     if metric is None:
         return PRIMARY_METRIC[task]
     if metric not in METRICS[task]:
-        raise DataError("validation_config.metric",
-                        f"{metric!r} is not a {task.value} metric; choose one of {', '.join(sorted(METRICS[task]))}")
+        raise DataError(
+            "validation_config.metric",
+            f"{metric!r} is not a {task.value} metric; choose one of {', '.join(sorted(METRICS[task]))}",
+        )
     return metric
 
 
@@ -89,7 +91,9 @@ class Prepared:
         if seq_len is None:
             return self.X[split]
         if self.order is None:
-            raise DataError("dataset_config.timestamp_column", "LSTM needs a timestamp_column to order its sequences")
+            raise DataError(
+                "dataset_config.timestamp_column", "LSTM needs a timestamp_column to order its sequences"
+            )
         if seq_len not in self._windows:
             self._windows[seq_len] = _windows(self, seq_len)
         return self._windows[seq_len][split]
@@ -102,9 +106,15 @@ class Prepared:
             arrays |= {f"order_{s}": self.order[s] for s in SPLITS}
             arrays |= {f"entity_{s}": self.entity[s] for s in SPLITS}
         np.savez(directory / "arrays.npz", **arrays)
-        meta = {"preprocessor": self.preprocessor.to_dict(), "task": self.task.value, "classes": self.classes,
-                "metric": self.metric, "kept": self.kept, "plan": self.plan.to_dict(),
-                "selection": self.selection.to_dict() if self.selection else None}
+        meta = {
+            "preprocessor": self.preprocessor.to_dict(),
+            "task": self.task.value,
+            "classes": self.classes,
+            "metric": self.metric,
+            "kept": self.kept,
+            "plan": self.plan.to_dict(),
+            "selection": self.selection.to_dict() if self.selection else None,
+        }
         (directory / "prepared.json").write_text(json.dumps(meta, default=str))
         return directory
 
@@ -118,12 +128,17 @@ class Prepared:
         if meta["selection"]:
             selection = SelectionReport(kept=meta["selection"]["kept"], dropped=meta["selection"]["dropped"])
         return cls(
-            preprocessor=Preprocessor.from_dict(meta["preprocessor"]), task=Task(meta["task"]),
-            classes=meta["classes"], metric=meta["metric"], kept=list(meta["kept"]),
-            plan=CVPlan.from_dict(meta["plan"]), X={s: arrays[f"X_{s}"] for s in SPLITS},
+            preprocessor=Preprocessor.from_dict(meta["preprocessor"]),
+            task=Task(meta["task"]),
+            classes=meta["classes"],
+            metric=meta["metric"],
+            kept=list(meta["kept"]),
+            plan=CVPlan.from_dict(meta["plan"]),
+            X={s: arrays[f"X_{s}"] for s in SPLITS},
             y={s: arrays[f"y_{s}"] for s in SPLITS},
             order={s: arrays[f"order_{s}"] for s in SPLITS} if sequential else None,
-            entity={s: arrays[f"entity_{s}"] for s in SPLITS} if sequential else None, selection=selection,
+            entity={s: arrays[f"entity_{s}"] for s in SPLITS} if sequential else None,
+            selection=selection,
         )
 
 
@@ -137,17 +152,33 @@ def feature_columns(splits: Splits, cfg: DatasetConfig) -> list[str] | None:
 
 
 def prepare(splits: Splits, cfg: DatasetConfig, vcfg: ValidationConfig, *, seed: int = 0) -> Prepared:
-    prep = Preprocessor(cfg.target, splits.task, cfg.timestamp_column, feature_columns(splits, cfg),
-                        classes=splits.classes).fit(splits.train)
+    prep = Preprocessor(
+        cfg.target, splits.task, cfg.timestamp_column, feature_columns(splits, cfg), classes=splits.classes
+    ).fit(splits.train)
     frames = {"train": splits.train, "validation": splits.validation, "test": splits.test}
     X = {s: prep.transform(f) for s, f in frames.items()}
     y = {s: prep.encode_target(f) for s, f in frames.items()}
-    plan = plan_cv(splits.train, target=cfg.target, task=splits.task, strategy=vcfg.cv_strategy,
-                   folds=vcfg.cv_folds, timestamp_column=cfg.timestamp_column, entity_column=cfg.entity_column,
-                   gap=cfg.gap, seed=seed)
-    prepared = Prepared(preprocessor=prep, task=splits.task, classes=prep.classes_,
-                        metric=resolve_metric(splits.task, vcfg.metric), kept=list(range(X["train"].shape[1])),
-                        plan=plan, X=X, y=y)
+    plan = plan_cv(
+        splits.train,
+        target=cfg.target,
+        task=splits.task,
+        strategy=vcfg.cv_strategy,
+        folds=vcfg.cv_folds,
+        timestamp_column=cfg.timestamp_column,
+        entity_column=cfg.entity_column,
+        gap=cfg.gap,
+        seed=seed,
+    )
+    prepared = Prepared(
+        preprocessor=prep,
+        task=splits.task,
+        classes=prep.classes_,
+        metric=resolve_metric(splits.task, vcfg.metric),
+        kept=list(range(X["train"].shape[1])),
+        plan=plan,
+        X=X,
+        y=y,
+    )
     if cfg.timestamp_column:
         prepared.order = {s: _order(f, cfg.timestamp_column) for s, f in frames.items()}
         prepared.entity = {s: _entity(f, cfg.entity_column) for s, f in frames.items()}
@@ -158,15 +189,29 @@ def prepare(splits: Splits, cfg: DatasetConfig, vcfg: ValidationConfig, *, seed:
 
 def _select(prepared: Prepared, seed: int) -> None:
     prep = prepared.preprocessor
-    report = select_features(prepared.X["train"], prepared.y["train"], prep.feature_names_, task=prepared.task,
-                             plan=prepared.plan, seed=seed, categorical=prep.categorical_indices_)
+    report = select_features(
+        prepared.X["train"],
+        prepared.y["train"],
+        prep.feature_names_,
+        task=prepared.task,
+        plan=prepared.plan,
+        seed=seed,
+        categorical=prep.categorical_indices_,
+    )
     prepared.selection = report
     prepared.kept = [prep.feature_names_.index(name) for name in report.kept]
     prepared.X = {s: x[:, prepared.kept] for s, x in prepared.X.items()}
 
 
 def _order(frame: pl.DataFrame, column: str) -> np.ndarray:
-    return frame.get_column(column).cast(pl.Datetime("us")).dt.epoch("us").fill_null(0).to_numpy().astype(np.int64)
+    return (
+        frame.get_column(column)
+        .cast(pl.Datetime("us"))
+        .dt.epoch("us")
+        .fill_null(0)
+        .to_numpy()
+        .astype(np.int64)
+    )
 
 
 def _entity(frame: pl.DataFrame, column: str | None) -> np.ndarray:
@@ -184,7 +229,7 @@ def _windows(prepared: Prepared, seq_len: int) -> dict[str, np.ndarray]:
     order = np.concatenate([prepared.order[s] for s in SPLITS])
     windows = build_sequences(X, entity, order, seq_len)
     bounds = np.cumsum([0] + [len(prepared.X[s]) for s in SPLITS])
-    return {s: windows[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS)}
+    return {s: windows[bounds[i] : bounds[i + 1]] for i, s in enumerate(SPLITS)}
 
 
 # -- fitting -----------------------------------------------------------------------------------
@@ -201,16 +246,37 @@ class FitOptions:
     sequence_length: int = 10
 
     @classmethod
-    def from_config(cls, cfg: DatasetConfig, model_type: ModelType, params: dict | None, *, seed: int,
-                    num_threads: int = 1) -> FitOptions:
-        return cls(model_type=model_type, params=dict(params or {}), seed=seed, num_threads=num_threads,
-                   class_balancing=cfg.class_balancing, balancing_method=cfg.balancing_method,
-                   data_augmentation=cfg.data_augmentation, augmentation_method=cfg.augmentation_method,
-                   sequence_length=cfg.sequence_length)
+    def from_config(
+        cls,
+        cfg: DatasetConfig,
+        model_type: ModelType,
+        params: dict | None,
+        *,
+        seed: int,
+        num_threads: int = 1,
+    ) -> FitOptions:
+        return cls(
+            model_type=model_type,
+            params=dict(params or {}),
+            seed=seed,
+            num_threads=num_threads,
+            class_balancing=cfg.class_balancing,
+            balancing_method=cfg.balancing_method,
+            data_augmentation=cfg.data_augmentation,
+            augmentation_method=cfg.augmentation_method,
+            sequence_length=cfg.sequence_length,
+        )
 
 
-def fit_model(prepared: Prepared, opts: FitOptions, X: np.ndarray, y: np.ndarray, X_valid: np.ndarray | None,
-              y_valid: np.ndarray | None, callbacks: Sequence[Callback] = ()):
+def fit_model(
+    prepared: Prepared,
+    opts: FitOptions,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_valid: np.ndarray | None,
+    y_valid: np.ndarray | None,
+    callbacks: Sequence[Callback] = (),
+):
     """Fit one model on the rows given; balancing and augmentation touch only these rows."""
     from pmls.ml.zoo import get_entry
 
@@ -219,8 +285,15 @@ def fit_model(prepared: Prepared, opts: FitOptions, X: np.ndarray, y: np.ndarray
     if opts.class_balancing and X_valid is not None and prepared.task is not Task.REGRESSION:
         X_valid, y_valid = _balanced_validation(X_valid, y_valid, opts.seed)
     model = entry.cls(prepared.task, prepared.num_classes, opts.params, opts.seed, opts.num_threads)
-    return model.fit(X, y, X_valid=X_valid, y_valid=y_valid, sample_weight=weight,
-                     categorical=prepared.categorical, callbacks=callbacks)
+    return model.fit(
+        X,
+        y,
+        X_valid=X_valid,
+        y_valid=y_valid,
+        sample_weight=weight,
+        categorical=prepared.categorical,
+        callbacks=callbacks,
+    )
 
 
 def _rebalance_and_augment(prepared: Prepared, opts: FitOptions, X, y, *, sequential: bool):
@@ -235,8 +308,14 @@ def _rebalance_and_augment(prepared: Prepared, opts: FitOptions, X, y, *, sequen
         if sequential:
             X, y = augment_sequences(X, y, seed=opts.seed)
         else:
-            X, y, weight = augment_tabular(X, y, task=prepared.task, method=opts.augmentation_method,
-                                           seed=opts.seed, categorical=list(prepared.categorical))
+            X, y, weight = augment_tabular(
+                X,
+                y,
+                task=prepared.task,
+                method=opts.augmentation_method,
+                seed=opts.seed,
+                categorical=list(prepared.categorical),
+            )
     if opts.class_balancing and classify and (opts.balancing_method == "class_weight" or sequential):
         weight = sample_weights(y, prepared.num_classes)
     return X, y, weight
@@ -281,8 +360,13 @@ class CVResult:
         return float(np.std(self.scores))
 
 
-def cross_validate(prepared: Prepared, opts: FitOptions, *, callbacks: Sequence[Callback] = (),
-                   on_fold: Callable[[int, float], None] | None = None) -> CVResult:
+def cross_validate(
+    prepared: Prepared,
+    opts: FitOptions,
+    *,
+    callbacks: Sequence[Callback] = (),
+    on_fold: Callable[[int, float], None] | None = None,
+) -> CVResult:
     """Score ``opts`` on the job's folds (or on the validation period when CV is off)."""
     seq = _seq_len(opts)
     X_all, y_all = prepared.inputs("train", seq), prepared.y["train"]
@@ -329,14 +413,25 @@ class FinalModel:
     test_scores: np.ndarray | None = None  # the test predictions the test metrics come from
 
 
-ITERATION_KEYS = {ModelType.LIGHTGBM: "num_boost_round", ModelType.XGBOOST: "num_boost_round",
-                  ModelType.NEURAL_NETWORK: "max_epochs", ModelType.LSTM: "max_epochs"}
+ITERATION_KEYS = {
+    ModelType.LIGHTGBM: "num_boost_round",
+    ModelType.XGBOOST: "num_boost_round",
+    ModelType.NEURAL_NETWORK: "max_epochs",
+    ModelType.LSTM: "max_epochs",
+}
 MAX_ROUND_SCALE = 1.5  # more rows want more rounds, but a small first fold must not multiply them
 
 
-def fit_final(prepared: Prepared, opts: FitOptions, *, cv_scores: Sequence[float] = (),
-              cv_iterations: Sequence[int] = (), callbacks: Sequence[Callback] = (), refit: bool = True,
-              refit_all: bool = True) -> FinalModel:
+def fit_final(
+    prepared: Prepared,
+    opts: FitOptions,
+    *,
+    cv_scores: Sequence[float] = (),
+    cv_iterations: Sequence[int] = (),
+    callbacks: Sequence[Callback] = (),
+    refit: bool = True,
+    refit_all: bool = True,
+) -> FinalModel:
     """Fit on the training period with early stopping on validation (the validation metrics come from this
     model); refit on training + validation and score the test period once with that model, which never saw
     it; then (``refit_all``) refit on every row, test period included: the model delivered.
@@ -348,10 +443,13 @@ def fit_final(prepared: Prepared, opts: FitOptions, *, cv_scores: Sequence[float
     X = {s: prepared.inputs(s, seq) for s in SPLITS}
     y = prepared.y
     model = fit_model(prepared, opts, X["train"], y["train"], X["validation"], y["validation"], callbacks)
-    scores = {s: compute_metrics(prepared.task, y[s], predict_scores(model, prepared.task, X[s])) for s in SPLITS}
+    scores = {
+        s: compute_metrics(prepared.task, y[s], predict_scores(model, prepared.task, X[s])) for s in SPLITS
+    }
     if not refit:
-        return FinalModel(model, _training_metrics(prepared, scores, model, list(cv_scores)), seq, ("train",),
-                          ("train",))
+        return FinalModel(
+            model, _training_metrics(prepared, scores, model, list(cv_scores)), seq, ("train",), ("train",)
+        )
     rounds = Rounds.of(prepared, model, cv_iterations)
     model = _refit(prepared, opts, rounds, X, ("train", "validation"), callbacks)
     predicted = {s: predict_scores(model, prepared.task, X[s]) for s in ("train", "test")}
@@ -395,8 +493,14 @@ class Rounds:
         return params
 
 
-def _refit(prepared: Prepared, opts: FitOptions, rounds: Rounds, X: dict, splits: Sequence[str],
-           callbacks: Sequence[Callback]):
+def _refit(
+    prepared: Prepared,
+    opts: FitOptions,
+    rounds: Rounds,
+    X: dict,
+    splits: Sequence[str],
+    callbacks: Sequence[Callback],
+):
     """One fit on the rows of ``splits``, no early stopping, for ``rounds`` scaled to those rows."""
     X_all = np.concatenate([X[s] for s in splits])
     y_all = np.concatenate([prepared.y[s] for s in splits])
@@ -408,8 +512,14 @@ def _refit(prepared: Prepared, opts: FitOptions, rounds: Rounds, X: dict, splits
     return model
 
 
-def _bag(prepared: Prepared, opts: FitOptions, X: dict, k: int, callbacks: Sequence[Callback],
-         splits: Sequence[str] = ("train", "validation")):
+def _bag(
+    prepared: Prepared,
+    opts: FitOptions,
+    X: dict,
+    k: int,
+    callbacks: Sequence[Callback],
+    splits: Sequence[str] = ("train", "validation"),
+):
     """k models on the rows of ``splits``, each early-stopped on the fold it leaves out (stratified when
     classifying).
 
@@ -422,15 +532,26 @@ def _bag(prepared: Prepared, opts: FitOptions, X: dict, k: int, callbacks: Seque
     X_all = np.concatenate([X[s] for s in splits])
     y_all = np.concatenate([prepared.y[s] for s in splits])
     classify = prepared.task is not Task.REGRESSION
-    if classify:  # no more folds than the rarest class has rows (sklearn would warn and leave folds without it)
+    if (
+        classify
+    ):  # no more folds than the rarest class has rows (sklearn would warn and leave folds without it)
         counts = np.bincount(y_all.astype(np.int64))
         k = max(2, min(k, int(counts[counts > 0].min())))
     splitter = (StratifiedKFold if classify else KFold)(n_splits=k, shuffle=True, random_state=opts.seed)
     models = []
     for j, (fit_rows, stop_rows) in enumerate(splitter.split(X_all.reshape(len(y_all), -1), y_all)):
         bag_opts = replace(opts, seed=opts.seed + 1000 * (j + 1))
-        models.append(fit_model(prepared, bag_opts, X_all[fit_rows], y_all[fit_rows], X_all[stop_rows],
-                                y_all[stop_rows], callbacks))
+        models.append(
+            fit_model(
+                prepared,
+                bag_opts,
+                X_all[fit_rows],
+                y_all[fit_rows],
+                X_all[stop_rows],
+                y_all[stop_rows],
+                callbacks,
+            )
+        )
     return Bag(models, prepared.task)
 
 
@@ -438,11 +559,14 @@ def _training_metrics(prepared: Prepared, scores: dict, model, cv_scores: list[f
     accuracy = "r2" if prepared.task is Task.REGRESSION else "accuracy"
     loss = "rmse" if prepared.task is Task.REGRESSION else "log_loss"
     return TrainingMetrics(
-        training_accuracy=scores["train"].get(accuracy), validation_accuracy=scores["validation"].get(accuracy),
-        training_loss=scores["train"].get(loss), validation_loss=scores["validation"].get(loss),
+        training_accuracy=scores["train"].get(accuracy),
+        validation_accuracy=scores["validation"].get(accuracy),
+        training_loss=scores["train"].get(loss),
+        validation_loss=scores["validation"].get(loss),
         feature_importance=_importance(prepared.names, getattr(model, "feature_importances_", None)),
         cross_validation_scores=[float(s) for s in cv_scores],
-        validation_metrics=scores["validation"], test_metrics=scores["test"],
+        validation_metrics=scores["validation"],
+        test_metrics=scores["test"],
     )
 
 
@@ -475,8 +599,15 @@ class EnsembleOutcome:
     candidates: list[dict]
 
 
-def build_ensemble(prepared: Prepared, candidates: list[Candidate], *, seed: int = 0,
-                   callbacks: Sequence[Callback] = (), bag_folds: int = 0, refit_all: bool = True) -> EnsembleOutcome:
+def build_ensemble(
+    prepared: Prepared,
+    candidates: list[Candidate],
+    *,
+    seed: int = 0,
+    callbacks: Sequence[Callback] = (),
+    bag_folds: int = 0,
+    refit_all: bool = True,
+) -> EnsembleOutcome:
     """Fit each candidate on the training period and choose single / Caruana / blend / stacking on every
     held-out prediction (out of fold and validation); refit the chosen members on training + validation (the
     test metrics come from this ensemble), then on every row (``refit_all``): the ensemble delivered. Each
@@ -487,14 +618,30 @@ def build_ensemble(prepared: Prepared, candidates: list[Candidate], *, seed: int
     firsts, valid_scores, costs = [], [], []
     for cand, seq in zip(candidates, seqs, strict=True):
         started = time.perf_counter()
-        model = fit_model(prepared, cand.opts, prepared.inputs("train", seq), prepared.y["train"],
-                          prepared.inputs("validation", seq), prepared.y["validation"], callbacks)
+        model = fit_model(
+            prepared,
+            cand.opts,
+            prepared.inputs("train", seq),
+            prepared.y["train"],
+            prepared.inputs("validation", seq),
+            prepared.y["validation"],
+            callbacks,
+        )
         firsts.append(model)
         valid_scores.append(predict_scores(model, prepared.task, prepared.inputs("validation", seq)))
         costs.append(time.perf_counter() - started)  # fit + predict: what a tie between families is broken by
     oof = [c.oof if c.oof is not None else _empty_oof(prepared) for c in candidates]
-    choice = choose_ensemble(oof, prepared.y["train"], valid_scores, prepared.y["validation"], prepared.task,
-                             prepared.metric, seed=seed, cv_scores=[c.cv_mean for c in candidates], costs=costs)
+    choice = choose_ensemble(
+        oof,
+        prepared.y["train"],
+        valid_scores,
+        prepared.y["validation"],
+        prepared.task,
+        prepared.metric,
+        seed=seed,
+        cv_scores=[c.cv_mean for c in candidates],
+        costs=costs,
+    )
 
     def members(splits: tuple[str, ...], bag: bool) -> EnsembleModel:
         fitted = []
@@ -513,10 +660,13 @@ def build_ensemble(prepared: Prepared, candidates: list[Candidate], *, seed: int
     evaluated = members(("train", "validation"), bag and not refit_all)
     seq = max((s for s in seqs if s is not None), default=None)
     # The ensemble's validation figures are those of predictions it did not learn from (cross-fitted).
-    scores = {"validation": compute_metrics(prepared.task, prepared.y["validation"],
-                                            choice.validation_predictions)}  # type: ignore[attr-defined]
-    predicted = {s: predict_scores(evaluated, prepared.task, _ensemble_input(prepared, s, seq))
-                 for s in ("train", "test")}
+    scores = {
+        "validation": compute_metrics(prepared.task, prepared.y["validation"], choice.validation_predictions)
+    }  # type: ignore[attr-defined]
+    predicted = {
+        s: predict_scores(evaluated, prepared.task, _ensemble_input(prepared, s, seq))
+        for s in ("train", "test")
+    }
     for split, values in predicted.items():
         scores[split] = compute_metrics(prepared.task, prepared.y[split], values)
     metrics = _training_metrics(prepared, scores, evaluated, [])
@@ -526,10 +676,17 @@ def build_ensemble(prepared: Prepared, candidates: list[Candidate], *, seed: int
         final = FinalModel(delivered, metrics, seq, SPLITS, test_scores=predicted["test"])
     else:
         final = FinalModel(evaluated, metrics, seq, test_scores=predicted["test"])
-    described = [{"model_type": c.opts.model_type.value, "params": c.opts.params, "cv_mean": c.cv_mean,
-                  "validation": float(_metric_or_nan(prepared, valid_scores[i])), "chosen": i in choice.members,
-                  "fit_predict_seconds": round(costs[i], 3)}
-                 for i, c in enumerate(candidates)]
+    described = [
+        {
+            "model_type": c.opts.model_type.value,
+            "params": c.opts.params,
+            "cv_mean": c.cv_mean,
+            "validation": float(_metric_or_nan(prepared, valid_scores[i])),
+            "chosen": i in choice.members,
+            "fit_predict_seconds": round(costs[i], 3),
+        }
+        for i, c in enumerate(candidates)
+    ]
     return EnsembleOutcome(final, choice, described)
 
 

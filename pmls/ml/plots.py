@@ -202,8 +202,9 @@ def confusion_matrix_plot(
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="row share" if normalize else "count")
     ticks = [_text(name, 25) for name in names]
     tick_size = 9 if k <= 15 else 7
-    ax.set_xticks(range(k), ticks, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center",
-                  fontsize=tick_size)
+    ax.set_xticks(
+        range(k), ticks, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center", fontsize=tick_size
+    )
     ax.set_yticks(range(k), ticks, fontsize=tick_size)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
@@ -212,8 +213,15 @@ def confusion_matrix_plot(
         for i in range(k):
             for j in range(k):
                 dark = shade[i, j] > 0.55 * limit
-                ax.text(j, i, f"{counts[i, j]}\n{shares[i, j]:.0%}", ha="center", va="center",
-                        fontsize=9 if k <= 8 else 7, color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{counts[i, j]}\n{shares[i, j]:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=9 if k <= 8 else 7,
+                    color="white" if dark else "black",
+                )
     accuracy = float(np.trace(counts)) / float(counts.sum())
     ax.set_title(f"Confusion matrix (n={counts.sum()}, accuracy {accuracy:.3f})")
     return _save(fig, path)
@@ -344,17 +352,34 @@ def cv_scores_plot(scores: dict[str, list[float]], metric: str, path: PathLike) 
     labelled: set[int] = set()
     for x, (_, folds) in enumerate(rows):
         for i, value in folds:
-            ax.scatter(x + offsets[i], value, s=22, color=colours[i], alpha=0.85, zorder=2,
-                       label=None if i in labelled else f"fold {i}")
+            ax.scatter(
+                x + offsets[i],
+                value,
+                s=22,
+                color=colours[i],
+                alpha=0.85,
+                zorder=2,
+                label=None if i in labelled else f"fold {i}",
+            )
             labelled.add(i)
         values = np.array([v for _, v in folds])
         std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        ax.errorbar(x + 0.3, values.mean(), yerr=std, fmt="D", color="black", markersize=5, capsize=4,
-                    zorder=3, label="mean ± std" if x == 0 else None)
+        ax.errorbar(
+            x + 0.3,
+            values.mean(),
+            yerr=std,
+            fmt="D",
+            color="black",
+            markersize=5,
+            capsize=4,
+            zorder=3,
+            label="mean ± std" if x == 0 else None,
+        )
     names = [_text(name, 30) for name, _ in rows]
     rotate = len(rows) > 4 or max(len(name) for name in names) > 12
-    ax.set_xticks(range(len(rows)), names, rotation=35 if rotate else 0, ha="right" if rotate else "center",
-                  fontsize=9)
+    ax.set_xticks(
+        range(len(rows)), names, rotation=35 if rotate else 0, ha="right" if rotate else "center", fontsize=9
+    )
     ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_ylabel(_text(metric or "score"))
     suffix = f", first {len(rows)} of {total}" if total > len(rows) else ""
@@ -366,9 +391,7 @@ def cv_scores_plot(scores: dict[str, list[float]], metric: str, path: PathLike) 
 
 
 @_never_raise
-def optimization_history_plot(
-    trials: list[dict], metric: str, direction: str, path: PathLike
-) -> Path | None:
+def optimization_history_plot(trials: list[dict], metric: str, direction: str, path: PathLike) -> Path | None:
     """Scores of completed trials by trial number (pruned ones with a score as crosses), one colour
     per family when there are several, and the best-so-far line of the completed ones."""
     minimize = str(direction or "").lower().startswith("min")
@@ -397,11 +420,22 @@ def optimization_history_plot(
             chosen = [(n, s) for n, s, st, fam in points if fam == family and st == state]
             if not chosen:
                 continue
-            label = (_text(family, 30) if several else "completed") if state == "COMPLETE" else (
-                f"{_text(family, 30)} (pruned)" if several else "pruned")
+            label = (
+                (_text(family, 30) if several else "completed")
+                if state == "COMPLETE"
+                else (f"{_text(family, 30)} (pruned)" if several else "pruned")
+            )
             colour = colours[family] if several else ("#4C72B0" if state == "COMPLETE" else "grey")
-            ax.scatter([n for n, _ in chosen], [s for _, s in chosen], s=size, marker=marker,
-                       color=colour, alpha=0.8 if state == "COMPLETE" else 0.6, label=label, zorder=2)
+            ax.scatter(
+                [n for n, _ in chosen],
+                [s for _, s in chosen],
+                s=size,
+                marker=marker,
+                color=colour,
+                alpha=0.8 if state == "COMPLETE" else 0.6,
+                label=label,
+                zorder=2,
+            )
     if complete:
         numbers = np.array([n for n, _ in complete])
         values = np.array([s for _, s in complete])
@@ -413,8 +447,10 @@ def optimization_history_plot(
     ax.set_xlabel("trial")
     ax.set_ylabel(_text(metric or "score"))
     pruned = sum(1 for *_, state, _ in points if state == "PRUNED")
-    ax.set_title(f"Optimization history ({len(complete)} completed, {pruned} pruned, "
-                 f"{'minimize' if minimize else 'maximize'} {_text(metric or 'score')}{best_text})")
+    ax.set_title(
+        f"Optimization history ({len(complete)} completed, {pruned} pruned, "
+        f"{'minimize' if minimize else 'maximize'} {_text(metric or 'score')}{best_text})"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _save(fig, path)
@@ -435,7 +471,8 @@ def _encode_params(rows: list[dict[str, Any]]) -> tuple[np.ndarray, list[str], l
         values = [row.get(name) for row in rows]
         present = [v for v in values if v is not None]
         numeric = all(
-            isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
+            isinstance(v, int | float | np.integer | np.floating)
+            and not isinstance(v, bool | np.bool_)
             and math.isfinite(float(v))
             for v in present
         )
@@ -485,8 +522,9 @@ def param_importances(trials: list[dict]) -> dict[str, float] | None:
     varying = [j for j in range(matrix.shape[1]) if np.ptp(matrix[:, j]) > 0]
     if not varying:
         return None
-    forest = RandomForestRegressor(n_estimators=RF_TREES, max_depth=64, min_samples_split=2,
-                                   random_state=RF_SEED, n_jobs=1)
+    forest = RandomForestRegressor(
+        n_estimators=RF_TREES, max_depth=64, min_samples_split=2, random_state=RF_SEED, n_jobs=1
+    )
     forest.fit(matrix[:, varying], y)
     totals = dict.fromkeys(names, 0.0)
     for j, weight in zip(varying, forest.feature_importances_, strict=True):
@@ -505,9 +543,13 @@ def param_importance_plot(trials: list[dict], path: PathLike, top: int = 15) -> 
     if not importances or top < 1:
         return None
     used = sum(
-        1 for t in trials
-        if isinstance(t, dict) and str(t.get("state", "COMPLETE")).upper().rsplit(".", 1)[-1] == "COMPLETE"
-        and _finite(t.get("score")) is not None and isinstance(t.get("params"), dict) and t.get("params")
+        1
+        for t in trials
+        if isinstance(t, dict)
+        and str(t.get("state", "COMPLETE")).upper().rsplit(".", 1)[-1] == "COMPLETE"
+        and _finite(t.get("score")) is not None
+        and isinstance(t.get("params"), dict)
+        and t.get("params")
     )
     items = list(importances.items())
     shown = items[:top][::-1]
@@ -540,22 +582,36 @@ def selected_features_plot(kept: list[str], dropped: dict[str, str], path: PathL
         return lines[: MAX_TABLE_ROWS - 1] + [f"… and {len(lines) - MAX_TABLE_ROWS + 1} more"]
 
     left = clip([_text(name, 45) for name in kept]) or ["(none)"]
-    right = clip([f"{_text(name, 32)}: {_text(reason, 40)}" for name, reason in dropped.items()]) or ["(none)"]
+    right = clip([f"{_text(name, 32)}: {_text(reason, 40)}" for name, reason in dropped.items()]) or [
+        "(none)"
+    ]
     rows = max(len(left), len(right))
     line = 0.22  # inches per row
     fig = _new_figure(11.0, 0.9 + line * (rows + 1))
     height = fig.get_figheight()
     top = 1.0 - 0.55 / height
     step = line / height
-    fig.text(0.02, 1.0 - 0.15 / height, f"Feature selection: {len(kept)} kept, {len(dropped)} dropped",
-             fontsize=13, va="top")
+    fig.text(
+        0.02,
+        1.0 - 0.15 / height,
+        f"Feature selection: {len(kept)} kept, {len(dropped)} dropped",
+        fontsize=13,
+        va="top",
+    )
     fig.text(0.02, top, f"Kept features ({len(kept)})", fontsize=11, fontweight="bold", va="top")
     fig.text(0.42, top, f"Dropped features ({len(dropped)})", fontsize=11, fontweight="bold", va="top")
     for i, text in enumerate(left):
         fig.text(0.02, top - (i + 1.3) * step, text, fontsize=9, family="monospace", va="top")
     for i, text in enumerate(right):
-        fig.text(0.42, top - (i + 1.3) * step, text, fontsize=9, family="monospace", va="top",
-                 color="black" if text.startswith("…") or text == "(none)" else "#8B0000")
+        fig.text(
+            0.42,
+            top - (i + 1.3) * step,
+            text,
+            fontsize=9,
+            family="monospace",
+            va="top",
+            color="black" if text.startswith("…") or text == "(none)" else "#8B0000",
+        )
     bottom = top - (rows + 1.3) * step
     fig.add_artist(Line2D([0.40, 0.40], [bottom, top], color="lightgrey", linewidth=1.0))
     return _save(fig, path)

@@ -54,12 +54,15 @@ def pip_requirements(model_type: ModelType) -> list[str]:
 def _stage_code(root: Path) -> Path:
     """Copy the pmls package into root/pmls, without caches and data files that would bloat the model."""
     package = Path(__file__).resolve().parent.parent
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.parquet", "*.csv", "*.ndjson", "*.db", "*.sqlite")
+    skip = shutil.ignore_patterns(
+        "__pycache__", "*.pyc", "*.parquet", "*.csv", "*.ndjson", "*.db", "*.sqlite"
+    )
     return Path(shutil.copytree(package, root / "pmls", ignore=skip))
 
 
-def log_pyfunc_model(bundle: Bundle, bundle_dir: str | Path, sample_input: pd.DataFrame, *,
-                     name: str = "model") -> Any:
+def log_pyfunc_model(
+    bundle: Bundle, bundle_dir: str | Path, sample_input: pd.DataFrame, *, name: str = "model"
+) -> Any:
     """Log the bundle as a pyfunc model in the active run; return MLflow's ModelInfo."""
     from mlflow.models import infer_signature
 
@@ -69,7 +72,11 @@ def log_pyfunc_model(bundle: Bundle, bundle_dir: str | Path, sample_input: pd.Da
         # No input example on purpose: the signature says the same, and examples cost a prediction run.
         warnings.filterwarnings("ignore", message=".*[Ii]nput example.*")
         return mlflow.pyfunc.log_model(
-            name=name, python_model=PmlsPyfuncModel(), artifacts={"bundle": str(bundle_dir)},
-            signature=signature, input_example=None, pip_requirements=pip_requirements(bundle.model_type),
+            name=name,
+            python_model=PmlsPyfuncModel(),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=signature,
+            input_example=None,
+            pip_requirements=pip_requirements(bundle.model_type),
             code_paths=[str(_stage_code(Path(tmp)))],
         )

@@ -21,31 +21,85 @@ from pmls.ml.errors import DataError
 # Strong starting points per family (tabular defaults distilled from published AutoML portfolios).
 PORTFOLIO: dict[ModelType, list[dict[str, Any]]] = {
     ModelType.LIGHTGBM: [
-        {"learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20, "feature_fraction": 0.9,
-         "bagging_fraction": 0.9, "lambda_l1": 1e-8, "lambda_l2": 1e-8},
-        {"learning_rate": 0.03, "num_leaves": 128, "min_child_samples": 5, "feature_fraction": 0.7,
-         "bagging_fraction": 1.0, "lambda_l1": 1e-8, "lambda_l2": 1.0},
-        {"learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 50, "feature_fraction": 0.6,
-         "bagging_fraction": 0.8, "lambda_l1": 0.1, "lambda_l2": 5.0},
+        {
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_child_samples": 20,
+            "feature_fraction": 0.9,
+            "bagging_fraction": 0.9,
+            "lambda_l1": 1e-8,
+            "lambda_l2": 1e-8,
+        },
+        {
+            "learning_rate": 0.03,
+            "num_leaves": 128,
+            "min_child_samples": 5,
+            "feature_fraction": 0.7,
+            "bagging_fraction": 1.0,
+            "lambda_l1": 1e-8,
+            "lambda_l2": 1.0,
+        },
+        {
+            "learning_rate": 0.1,
+            "num_leaves": 15,
+            "min_child_samples": 50,
+            "feature_fraction": 0.6,
+            "bagging_fraction": 0.8,
+            "lambda_l1": 0.1,
+            "lambda_l2": 5.0,
+        },
         # Slow and regularised: small learning rate, many rounds (the regime that wins given the rounds).
-        {"learning_rate": 0.015, "num_leaves": 24, "min_child_samples": 10, "feature_fraction": 0.5,
-         "bagging_fraction": 0.7, "lambda_l1": 1e-8, "lambda_l2": 3.0},
+        {
+            "learning_rate": 0.015,
+            "num_leaves": 24,
+            "min_child_samples": 10,
+            "feature_fraction": 0.5,
+            "bagging_fraction": 0.7,
+            "lambda_l1": 1e-8,
+            "lambda_l2": 3.0,
+        },
     ],
     ModelType.XGBOOST: [
-        {"eta": 0.05, "max_depth": 6, "min_child_weight": 1.0, "subsample": 0.9, "colsample_bytree": 0.9,
-         "reg_alpha": 1e-8, "reg_lambda": 1.0},
-        {"eta": 0.1, "max_depth": 4, "min_child_weight": 5.0, "subsample": 0.8, "colsample_bytree": 0.7,
-         "reg_alpha": 0.1, "reg_lambda": 5.0},
+        {
+            "eta": 0.05,
+            "max_depth": 6,
+            "min_child_weight": 1.0,
+            "subsample": 0.9,
+            "colsample_bytree": 0.9,
+            "reg_alpha": 1e-8,
+            "reg_lambda": 1.0,
+        },
+        {
+            "eta": 0.1,
+            "max_depth": 4,
+            "min_child_weight": 5.0,
+            "subsample": 0.8,
+            "colsample_bytree": 0.7,
+            "reg_alpha": 0.1,
+            "reg_lambda": 5.0,
+        },
     ],
     ModelType.RANDOM_FOREST: [
         {"n_estimators": 300, "max_depth": None, "min_samples_leaf": 1, "max_features": "sqrt"},
         {"n_estimators": 300, "max_depth": 12, "min_samples_leaf": 5, "max_features": 0.5},
     ],
     ModelType.NEURAL_NETWORK: [
-        {"hidden_size": 128, "num_layers": 2, "dropout": 0.1, "learning_rate": 1e-3, "weight_decay": 1e-5,
-         "batch_size": 256},
-        {"hidden_size": 256, "num_layers": 3, "dropout": 0.2, "learning_rate": 3e-4, "weight_decay": 1e-4,
-         "batch_size": 128},
+        {
+            "hidden_size": 128,
+            "num_layers": 2,
+            "dropout": 0.1,
+            "learning_rate": 1e-3,
+            "weight_decay": 1e-5,
+            "batch_size": 256,
+        },
+        {
+            "hidden_size": 256,
+            "num_layers": 3,
+            "dropout": 0.2,
+            "learning_rate": 3e-4,
+            "weight_decay": 1e-4,
+            "batch_size": 128,
+        },
     ],
     ModelType.LSTM: [
         {"hidden_size": 64, "num_layers": 1, "dropout": 0.0, "learning_rate": 1e-3, "batch_size": 128},
@@ -54,15 +108,19 @@ PORTFOLIO: dict[ModelType, list[dict[str, Any]]] = {
 }
 
 
-def merge_space(model_type: ModelType, user: dict[str, ParameterRange]) -> tuple[dict[str, ParameterRange], dict]:
+def merge_space(
+    model_type: ModelType, user: dict[str, ParameterRange]
+) -> tuple[dict[str, ParameterRange], dict]:
     """(ranges to search, fixed parameters): the family's defaults overridden and extended by the user's."""
     from pmls.ml.zoo import get_entry
 
     entry = get_entry(model_type)
     unknown = sorted(set(user) - set(entry.known_params))
     if unknown:
-        raise DataError(f"hyperparameter_config.search_space.{unknown[0]}",
-                        f"{model_type.value} has no parameter {', '.join(unknown)}")
+        raise DataError(
+            f"hyperparameter_config.search_space.{unknown[0]}",
+            f"{model_type.value} has no parameter {', '.join(unknown)}",
+        )
     merged = {**entry.default_space, **user}
     fixed = fixed_parameters(merged)
     return {name: rng for name, rng in merged.items() if name not in fixed}, fixed
@@ -108,7 +166,9 @@ def grid(space: dict[str, ParameterRange], points: int = 5) -> dict[str, list]:
             values = np.unique(np.linspace(rng.low, rng.high, points).round().astype(int))
             out[name] = [int(v) for v in values]
         else:
-            spaced = np.geomspace(rng.low, rng.high, points) if rng.log else np.linspace(rng.low, rng.high, points)
+            spaced = (
+                np.geomspace(rng.low, rng.high, points) if rng.log else np.linspace(rng.low, rng.high, points)
+            )
             out[name] = [float(v) for v in spaced]
     return out
 

@@ -79,7 +79,8 @@ class Cache:
 
     async def set_artifact(self, artifact: ModelArtifact) -> None:
         await self._safe(
-            "set artifact", self.client.set(artifact_key(artifact.model_id), artifact.model_dump_json(), ex=DAY)
+            "set artifact",
+            self.client.set(artifact_key(artifact.model_id), artifact.model_dump_json(), ex=DAY),
         )
 
     async def set_experiments(self, job_id: str, trials: list) -> None:
@@ -115,6 +116,10 @@ class Cache:
 
     async def publish_event(self, event_id: str, event_type: str, payload: str) -> bool:
         """XADD onto ``pmls:events``; raises on failure so the relay retries (at least once)."""
-        await self.client.xadd(EVENTS_STREAM, {"event_id": event_id, "event_type": event_type, "payload": payload},
-                               maxlen=100_000, approximate=True)
+        await self.client.xadd(
+            EVENTS_STREAM,
+            {"event_id": event_id, "event_type": event_type, "payload": payload},
+            maxlen=100_000,
+            approximate=True,
+        )
         return True

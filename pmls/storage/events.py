@@ -18,7 +18,9 @@ async def relay_outbox(outbox: Outbox, cache: Cache, *, batch: int = 100) -> int
     sent: list[int] = []
     try:
         for event in await outbox.unpublished(batch):
-            await cache.publish_event(str(event["event_id"]), event["event_type"], json.dumps(event["payload"]))
+            await cache.publish_event(
+                str(event["event_id"]), event["event_type"], json.dumps(event["payload"])
+            )
             sent.append(event["id"])
     except (RedisError, OSError) as exc:
         log.warning("event relay paused, redis unavailable: %s", exc)

@@ -26,8 +26,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
-    return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection,
-                                     command_timeout=30)
+    return await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+    )
 
 
 def job_from_row(row: asyncpg.Record) -> TrainingJob:
@@ -37,7 +38,9 @@ def job_from_row(row: asyncpg.Record) -> TrainingJob:
         status=TrainingStatus(row["status"]),
         progress_percentage=row["progress_percentage"],
         current_stage=row["current_stage"],
-        training_metrics=TrainingMetrics.model_validate(row["training_metrics"]) if row["training_metrics"] else None,
+        training_metrics=TrainingMetrics.model_validate(row["training_metrics"])
+        if row["training_metrics"]
+        else None,
         estimated_completion=row["estimated_completion"],
         created_at=row["started_at"],
         updated_at=row["updated_at"],
@@ -53,14 +56,19 @@ class JobStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def create(self, *, job_id: str, request: TrainingRequest, request_hash: str) -> tuple[TrainingJob, bool]:
+    async def create(
+        self, *, job_id: str, request: TrainingRequest, request_hash: str
+    ) -> tuple[TrainingJob, bool]:
         """Insert a QUEUED job; return ``(job, created)``. An existing row is returned untouched."""
         row = await self.pool.fetchrow(
             """INSERT INTO training_jobs (job_id, model_type, training_mode, status, training_config, request_hash)
                VALUES ($1, $2, $3, 'QUEUED', $4, $5)
                ON CONFLICT (job_id) DO NOTHING RETURNING *""",
-            job_id, request.model_type.value, request.training_mode.value,
-            request.model_dump(mode="json"), request_hash,
+            job_id,
+            request.model_type.value,
+            request.training_mode.value,
+            request.model_dump(mode="json"),
+            request_hash,
         )
         if row is not None:
             return job_from_row(row), True
@@ -74,17 +82,27 @@ class JobStore:
         row = await self.pool.fetchrow("SELECT * FROM training_jobs WHERE job_id = $1", job_id)
         return job_from_row(row) if row else None
 
-    async def list(self, *, statuses: list[TrainingStatus] | None = None, limit: int = 100) -> list[TrainingJob]:
+    async def list(
+        self, *, statuses: list[TrainingStatus] | None = None, limit: int = 100
+    ) -> list[TrainingJob]:
         wanted = [s.value for s in statuses] if statuses else [s.value for s in TrainingStatus]
         rows = await self.pool.fetch(
             "SELECT * FROM training_jobs WHERE status = ANY($1::text[]) ORDER BY started_at DESC LIMIT $2",
-            wanted, limit,
+            wanted,
+            limit,
         )
         return [job_from_row(r) for r in rows]
 
     async def update(
-        self, *, job_id: str, status: TrainingStatus, stage: str, progress: float,
-        metrics: TrainingMetrics | None = None, error: str | None = None, model_id: str | None = None,
+        self,
+        *,
+        job_id: str,
+        status: TrainingStatus,
+        stage: str,
+        progress: float,
+        metrics: TrainingMetrics | None = None,
+        error: str | None = None,
+        model_id: str | None = None,
         estimated_completion: datetime | None = None,
     ) -> TrainingJob | None:
         """Move a job forward. A terminal status is final: later updates (a retried activity) are ignored."""
@@ -95,18 +113,30 @@ class JobStore:
                    completed_at = CASE WHEN $2::text IN ('COMPLETED','FAILED','CANCELLED') THEN now() ELSE NULL END
                WHERE job_id = $1::text AND status NOT IN ('COMPLETED','FAILED','CANCELLED')
                RETURNING *""",
-            job_id, status.value, stage, float(progress),
-            metrics.model_dump(mode="json") if metrics else None, error, model_id, estimated_completion,
+            job_id,
+            status.value,
+            stage,
+            float(progress),
+            metrics.model_dump(mode="json") if metrics else None,
+            error,
+            model_id,
+            estimated_completion,
         )
         return job_from_row(row) if row else await self.get(job_id)
 
 
 def artifact_from_row(row: asyncpg.Record) -> ModelArtifact:
     return ModelArtifact(
-        model_id=row["model_id"], model_type=row["model_type"], version=row["version"],
-        training_job_id=row["training_job_id"], performance_metrics=row["performance_metrics"],
-        model_size_mb=row["model_size_mb"], deployment_ready=row["deployment_ready"],
-        model_name=row["model_name"], model_uri=row["model_uri"], mlflow_run_id=row["mlflow_run_id"],
+        model_id=row["model_id"],
+        model_type=row["model_type"],
+        version=row["version"],
+        training_job_id=row["training_job_id"],
+        performance_metrics=row["performance_metrics"],
+        model_size_mb=row["model_size_mb"],
+        deployment_ready=row["deployment_ready"],
+        model_name=row["model_name"],
+        model_uri=row["model_uri"],
+        mlflow_run_id=row["mlflow_run_id"],
         created_at=row["created_at"],
     )
 
@@ -125,7 +155,8 @@ class ArtifactStore:
         rows = await self.pool.fetch(
             """SELECT * FROM model_artifacts WHERE ($1::text IS NULL OR model_name = $1)
                ORDER BY created_at DESC LIMIT $2""",
-            model_name, limit,
+            model_name,
+            limit,
         )
         return [artifact_from_row(r) for r in rows]
 
@@ -137,9 +168,16 @@ async def upsert_artifact(conn: asyncpg.Connection, artifact: ModelArtifact) -> 
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
            ON CONFLICT (model_id) DO UPDATE SET performance_metrics = EXCLUDED.performance_metrics,
                model_size_mb = EXCLUDED.model_size_mb, deployment_ready = EXCLUDED.deployment_ready""",
-        artifact.model_id, artifact.model_type.value, artifact.version, artifact.training_job_id,
-        artifact.performance_metrics.model_dump(mode="json"), artifact.model_size_mb, artifact.deployment_ready,
-        artifact.model_name, artifact.model_uri, artifact.mlflow_run_id,
+        artifact.model_id,
+        artifact.model_type.value,
+        artifact.version,
+        artifact.training_job_id,
+        artifact.performance_metrics.model_dump(mode="json"),
+        artifact.model_size_mb,
+        artifact.deployment_ready,
+        artifact.model_name,
+        artifact.model_uri,
+        artifact.mlflow_run_id,
     )
 
 
@@ -148,7 +186,9 @@ async def add_event(conn: asyncpg.Connection, event: TrainingCompletedEvent, *, 
     await conn.execute(
         """INSERT INTO event_outbox (event_id, event_type, aggregate_id, payload)
            VALUES ($1, 'model_training_completed', $2, $3) ON CONFLICT (event_id) DO NOTHING""",
-        uuid.UUID(event.event_id), aggregate_id, event.model_dump(mode="json"),
+        uuid.UUID(event.event_id),
+        aggregate_id,
+        event.model_dump(mode="json"),
     )
 
 
@@ -165,10 +205,14 @@ class Outbox:
         return [dict(r) for r in rows]
 
     async def mark_published(self, ids: list[int]) -> None:
-        await self.pool.execute("UPDATE event_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
+        await self.pool.execute(
+            "UPDATE event_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids
+        )
 
     async def mark_attempt(self, ids: list[int]) -> None:
-        await self.pool.execute("UPDATE event_outbox SET attempts = attempts + 1 WHERE id = ANY($1::bigint[])", ids)
+        await self.pool.execute(
+            "UPDATE event_outbox SET attempts = attempts + 1 WHERE id = ANY($1::bigint[])", ids
+        )
 
 
 class DeploymentStore:
@@ -180,15 +224,27 @@ class DeploymentStore:
             """INSERT INTO deployments (deployment_id, model_id, model_name, version, target, alias, status,
                    previous_model_id, message, deployed_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (deployment_id) DO NOTHING""",
-            result.deployment_id, result.model_id, result.model_name, result.version, result.target,
-            result.alias, result.status, result.previous_model_id, result.message, result.deployed_at,
+            result.deployment_id,
+            result.model_id,
+            result.model_name,
+            result.version,
+            result.target,
+            result.alias,
+            result.status,
+            result.previous_model_id,
+            result.message,
+            result.deployed_at,
         )
 
     async def history(self, model_name: str, limit: int = 50) -> list[DeploymentResult]:
         rows = await self.pool.fetch(
-            "SELECT * FROM deployments WHERE model_name = $1 ORDER BY deployed_at DESC LIMIT $2", model_name, limit
+            "SELECT * FROM deployments WHERE model_name = $1 ORDER BY deployed_at DESC LIMIT $2",
+            model_name,
+            limit,
         )
-        return [DeploymentResult.model_validate({k: r[k] for k in DeploymentResult.model_fields}) for r in rows]
+        return [
+            DeploymentResult.model_validate({k: r[k] for k in DeploymentResult.model_fields}) for r in rows
+        ]
 
 
 class ExperimentStore:
@@ -204,8 +260,19 @@ class ExperimentStore:
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                ON CONFLICT (experiment_id) DO UPDATE SET performance_score = EXCLUDED.performance_score,
                    experiment_duration_minutes = EXCLUDED.experiment_duration_minutes, state = EXCLUDED.state""",
-            [(r["experiment_id"], r["training_job_id"], r["hyperparameters"], r["performance_score"],
-              r["trial_number"], r["experiment_duration_minutes"], r["model_type"], r["state"]) for r in rows],
+            [
+                (
+                    r["experiment_id"],
+                    r["training_job_id"],
+                    r["hyperparameters"],
+                    r["performance_score"],
+                    r["trial_number"],
+                    r["experiment_duration_minutes"],
+                    r["model_type"],
+                    r["state"],
+                )
+                for r in rows
+            ],
         )
 
     async def list(self, job_id: str) -> list[dict[str, Any]]:

@@ -49,21 +49,36 @@ class ModelRegistry:
         return next((v for v in versions if v.tags.get(JOB_TAG) == job_id), None)
 
     def _run_for(self, experiment_id: str, job_id: str, tags: dict[str, str]) -> str:
-        runs = self.client.search_runs([experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_id}'", max_results=1)
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_id}'", max_results=1
+        )
         if runs:
             return runs[0].info.run_id
         return self.client.create_run(experiment_id, run_name=job_id, tags=tags).info.run_id
 
-    def register(self, *, job_id: str, request: TrainingRequest, splits: SplitRef, trained: TrainedModelRef,
-                 bundle: Any, sample: pd.DataFrame, comparison: Any = None,
-                 plots_dir: Any = None) -> RegisteredModel:
+    def register(
+        self,
+        *,
+        job_id: str,
+        request: TrainingRequest,
+        splits: SplitRef,
+        trained: TrainedModelRef,
+        bundle: Any,
+        sample: pd.DataFrame,
+        comparison: Any = None,
+        plots_dir: Any = None,
+    ) -> RegisteredModel:
         from pmls.ml.pyfunc import log_pyfunc_model
 
         name = request.lineage
         existing = self.find_version(name, job_id)
         if existing is None:
-            tags = {JOB_TAG: job_id, "pmls.model_type": request.model_type.value,
-                    "pmls.training_mode": request.training_mode.value, "pmls.lineage": name}
+            tags = {
+                JOB_TAG: job_id,
+                "pmls.model_type": request.model_type.value,
+                "pmls.training_mode": request.training_mode.value,
+                "pmls.lineage": name,
+            }
             run_id = self._run_for(self.experiment_id(name), job_id, tags)
             with mlflow.start_run(run_id=run_id):
                 _log_run(request, splits, trained)
@@ -73,19 +88,27 @@ class ModelRegistry:
                 if trained.ensemble:
                     mlflow.log_dict(trained.ensemble, "ensemble.json")
                 info = log_pyfunc_model(bundle, trained.bundle_uri, sample, name="model")
-            existing = mlflow.register_model(info.model_uri, name, tags={
-                JOB_TAG: job_id, "pmls.model_type": request.model_type.value})
+            existing = mlflow.register_model(
+                info.model_uri, name, tags={JOB_TAG: job_id, "pmls.model_type": request.model_type.value}
+            )
             self.client.set_terminated(run_id, "FINISHED")
         return RegisteredModel(
-            model_id=build_model_id(name, request.model_type.value, str(existing.version)), model_name=name,
-            version=str(existing.version), model_uri=f"models:/{name}/{existing.version}", run_id=existing.run_id,
+            model_id=build_model_id(name, request.model_type.value, str(existing.version)),
+            model_name=name,
+            version=str(existing.version),
+            model_uri=f"models:/{name}/{existing.version}",
+            run_id=existing.run_id,
         )
 
     def start_run(self, *, job_id: str, request: TrainingRequest, seed: int | None = None) -> str:
         """The job's parent run (idempotent): trials nest under it, the final model is logged in it."""
         name = request.lineage
-        tags = {JOB_TAG: job_id, "pmls.model_type": request.model_type.value,
-                "pmls.training_mode": request.training_mode.value, "pmls.lineage": name}
+        tags = {
+            JOB_TAG: job_id,
+            "pmls.model_type": request.model_type.value,
+            "pmls.training_mode": request.training_mode.value,
+            "pmls.lineage": name,
+        }
         if seed is not None:
             tags["pmls.random_seed"] = str(seed)  # rerun with {"random_seed": N} to repeat the search
         return self._run_for(self.experiment_id(name), job_id, tags)
@@ -102,14 +125,23 @@ class ModelRegistry:
 
         parent = self.client.get_run(parent_run_id)
         experiment = parent.info.experiment_id
-        seen = {r.data.tags.get(TRIAL_TAG) for r in self.client.search_runs(
-            [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10_000)}
+        seen = {
+            r.data.tags.get(TRIAL_TAG)
+            for r in self.client.search_runs(
+                [experiment],
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                max_results=10_000,
+            )
+        }
         now = int(time.time() * 1000)
 
         def log_one(result) -> None:
             key = f"{family.lower()}/trial-{result.number}"
-            run = self.client.create_run(experiment, run_name=key, tags={
-                "mlflow.parentRunId": parent_run_id, TRIAL_TAG: key, "pmls.state": result.state})
+            run = self.client.create_run(
+                experiment,
+                run_name=key,
+                tags={"mlflow.parentRunId": parent_run_id, TRIAL_TAG: key, "pmls.state": result.state},
+            )
             metrics = [Metric("duration_seconds", result.duration_seconds, now, 0)]
             if result.score is not None:
                 metrics.append(Metric("cv_score", float(result.score), now, 0))
@@ -117,7 +149,13 @@ class ModelRegistry:
             params = [Param(k, str(v)[:500]) for k, v in result.params.items()]
             tags = [RunTag("pmls.error", result.error[:5000])] if result.error else []
             self.client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
-            status = "FINISHED" if result.state == "COMPLETE" else "KILLED" if result.state != "FAILED" else "FAILED"
+            status = (
+                "FINISHED"
+                if result.state == "COMPLETE"
+                else "KILLED"
+                if result.state != "FAILED"
+                else "FAILED"
+            )
             self.client.set_terminated(run.info.run_id, status)
 
         todo = [r for r in results if f"{family.lower()}/trial-{r.number}" not in seen]
@@ -151,17 +189,27 @@ class ModelRegistry:
 
 def _log_run(request: TrainingRequest, splits: SplitRef, trained: TrainedModelRef) -> None:
     cfg = request.dataset_config
-    mlflow.log_params({
-        "model_type": request.model_type.value, "training_mode": request.training_mode.value,
-        "task": trained.task.value, "target": cfg.target, "source": cfg.source[:250],
-        "training_period": cfg.training_period, "validation_period": cfg.validation_period,
-        "test_period": cfg.test_period, "best_iteration": trained.best_iteration,
-        "feature_selection": cfg.feature_selection, "class_balancing": cfg.class_balancing,
-        "data_augmentation": cfg.data_augmentation, "cv_strategy": request.validation_config.cv_strategy,
-        "metric": trained.primary_metric, "fitted_on": "+".join(trained.fitted_on),
-        "test_metrics_fitted_on": "+".join(trained.evaluated_with),
-        **{f"param.{k}": v for k, v in trained.params.items()},
-    })
+    mlflow.log_params(
+        {
+            "model_type": request.model_type.value,
+            "training_mode": request.training_mode.value,
+            "task": trained.task.value,
+            "target": cfg.target,
+            "source": cfg.source[:250],
+            "training_period": cfg.training_period,
+            "validation_period": cfg.validation_period,
+            "test_period": cfg.test_period,
+            "best_iteration": trained.best_iteration,
+            "feature_selection": cfg.feature_selection,
+            "class_balancing": cfg.class_balancing,
+            "data_augmentation": cfg.data_augmentation,
+            "cv_strategy": request.validation_config.cv_strategy,
+            "metric": trained.primary_metric,
+            "fitted_on": "+".join(trained.fitted_on),
+            "test_metrics_fitted_on": "+".join(trained.evaluated_with),
+            **{f"param.{k}": v for k, v in trained.params.items()},
+        }
+    )
     # The test_* metrics come from a model that never saw the test period; the model logged may have.
     mlflow.set_tag("pmls.fitted_on", "+".join(trained.fitted_on))
     metrics = trained.metrics
@@ -193,5 +241,9 @@ def _log_comparison(comparison: Any) -> None:
     mlflow.set_tag("pmls.champion", comparison.champion_model_id or "none (first version)")
     mlflow.set_tag("pmls.champion_note", comparison.note[:5000])
     if comparison.performance_improvement is not None:
-        mlflow.log_metrics({"performance_improvement": comparison.performance_improvement,
-                            f"champion_test_{comparison.metric}": comparison.champion_score})
+        mlflow.log_metrics(
+            {
+                "performance_improvement": comparison.performance_improvement,
+                f"champion_test_{comparison.metric}": comparison.champion_score,
+            }
+        )

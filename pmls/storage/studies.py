@@ -42,7 +42,8 @@ def _null_pool():
 class StudyStore:
     def __init__(self, url: str) -> None:
         self.storage = optuna.storages.RDBStorage(
-            url, skip_table_creation=True,
+            url,
+            skip_table_creation=True,
             engine_kwargs={"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True},
         )
         self._local = threading.Lock()
@@ -51,13 +52,17 @@ class StudyStore:
 
     def _load(self, spec: StudySpec) -> optuna.Study:
         # Pruners are not stored: without one load_study silently uses the default (asks sample on a _Mirror).
-        return optuna.load_study(study_name=spec.study, storage=self.storage,
-                                 sampler=optuna.samplers.RandomSampler(),
-                                 pruner=make_pruner(spec.pruner, spec.folds))
+        return optuna.load_study(
+            study_name=spec.study,
+            storage=self.storage,
+            sampler=optuna.samplers.RandomSampler(),
+            pruner=make_pruner(spec.pruner, spec.folds),
+        )
 
     def create(self, spec: StudySpec) -> None:
-        optuna.create_study(study_name=spec.study, storage=self.storage, direction=spec.direction,
-                            load_if_exists=True)
+        optuna.create_study(
+            study_name=spec.study, storage=self.storage, direction=spec.direction, load_if_exists=True
+        )
 
     def ask(self, spec: StudySpec, *, n: int, key: str) -> list[TrialSpec]:
         """Up to ``n`` new trials keyed ``key`` (never past the study's limit); asked again with the same key,
@@ -105,8 +110,9 @@ class StudyStore:
             if not str(t.user_attrs.get(ASK_KEY, "")).startswith(f"{batch}/"):
                 continue
             if t.state is TrialState.RUNNING:
-                result = TrialResult(number=t.number, trial_id=t._trial_id, state=state, params=dict(t.params),
-                                     error=error)
+                result = TrialResult(
+                    number=t.number, trial_id=t._trial_id, state=state, params=dict(t.params), error=error
+                )
                 self.tell(spec, t._trial_id, result)
                 out.append(result)
             elif RESULT in t.user_attrs:
@@ -146,7 +152,9 @@ class StudyStore:
     def tell(self, spec: StudySpec, trial_id: int, result: TrialResult) -> None:
         """Store the full result on the trial, then finish it (two writes; both refused once it is finished,
         so a repeated tell changes nothing)."""
-        state = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED}.get(result.state, TrialState.FAIL)
+        state = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED}.get(
+            result.state, TrialState.FAIL
+        )
         # A pruned trial keeps its last intermediate value (the CV mean over the folds it ran), as Optuna does.
         values = [float(result.score)] if state is not TrialState.FAIL and result.score is not None else None
         try:
@@ -169,12 +177,15 @@ class _Mirror:
 
     def refresh(self, storage: optuna.storages.RDBStorage, study_id: int) -> None:
         mem = self.study._storage
-        read = storage._get_trials(study_id, states=None, included_trial_ids=set(self.unfinished),
-                                   trial_id_greater_than=self.last_id)
+        read = storage._get_trials(
+            study_id, states=None, included_trial_ids=set(self.unfinished), trial_id_greater_than=self.last_id
+        )
         for t in sorted(read, key=lambda t: t._trial_id):
             if t._trial_id not in self.ids:
                 self.study.add_trial(t)
-                self.ids[t._trial_id] = mem.get_trial_id_from_study_id_trial_number(self.study._study_id, t.number)
+                self.ids[t._trial_id] = mem.get_trial_id_from_study_id_trial_number(
+                    self.study._study_id, t.number
+                )
                 self.last_id = max(self.last_id, t._trial_id)
                 if not t.state.is_finished():
                     self.unfinished.add(t._trial_id)
@@ -187,14 +198,17 @@ class _Mirror:
                 mem.set_trial_state_values(mine, t.state, t.values)
                 self.unfinished.discard(t._trial_id)
 
-    def ask(self, storage: optuna.storages.RDBStorage, study_id: int, spec: StudySpec, *, n: int,
-            key: str) -> list[TrialSpec]:
+    def ask(
+        self, storage: optuna.storages.RDBStorage, study_id: int, spec: StudySpec, *, n: int, key: str
+    ) -> list[TrialSpec]:
         trials = self.study.get_trials(deepcopy=False)
         claimed = [t for t in trials if t.user_attrs.get(ASK_KEY) == key]
         if claimed:
             by_mem = {mem: db for db, mem in self.ids.items()}
-            return [TrialSpec(number=t.number, trial_id=by_mem[t._trial_id], params=dict(t.params), claimed=True)
-                    for t in sorted(claimed, key=lambda t: t.number)]
+            return [
+                TrialSpec(number=t.number, trial_id=by_mem[t._trial_id], params=dict(t.params), claimed=True)
+                for t in sorted(claimed, key=lambda t: t.number)
+            ]
         # Trials we cancelled unrun (a budget or a continue-as-new boundary) do not use up the budget.
         started = sum(1 for t in trials if t.state is not TrialState.WAITING and not _cancelled(t))
         limit = min(spec.limit, grid_size(spec.space)) if spec.method == "grid" else spec.limit
@@ -245,25 +259,38 @@ def _insert_trial(storage: optuna.storages.RDBStorage, study_id: int, trial: opt
     """Write a RUNNING trial with the parameters and attributes of ``trial`` (sampled in memory); its id."""
     from optuna.distributions import distribution_to_json
 
-    params = [{"name": k, "value": trial.distributions[k].to_internal_repr(v),
-               "dist": distribution_to_json(trial.distributions[k])} for k, v in trial.params.items()]
+    params = [
+        {
+            "name": k,
+            "value": trial.distributions[k].to_internal_repr(v),
+            "dist": distribution_to_json(trial.distributions[k]),
+        }
+        for k, v in trial.params.items()
+    ]
 
     def attrs(items: dict) -> str:
         return json.dumps([{"key": k, "value": json.dumps(v)} for k, v in items.items()])
 
     started = datetime.now(UTC).replace(tzinfo=None)  # Optuna stores naive UTC
     with storage.engine.begin() as conn:
-        row = conn.execute(_INSERT_TRIAL, {
-            "study_id": study_id, "started": started, "params": json.dumps(params),
-            "user_attrs": attrs(trial.user_attrs), "system_attrs": attrs(trial.system_attrs)}).one()
+        row = conn.execute(
+            _INSERT_TRIAL,
+            {
+                "study_id": study_id,
+                "started": started,
+                "params": json.dumps(params),
+                "user_attrs": attrs(trial.user_attrs),
+                "system_attrs": attrs(trial.system_attrs),
+            },
+        ).one()
         if row.number != trial.number:
             # Another writer added trials outside the turns: roll back and fail this ask (the retry reads anew).
-            raise RuntimeError(f"study {study_id}: the new trial would be number {row.number} in the database but "
-                               f"{trial.number} in memory")
+            raise RuntimeError(
+                f"study {study_id}: the new trial would be number {row.number} in the database but "
+                f"{trial.number} in memory"
+            )
     return int(row.trial_id)
 
 
 def _cancelled(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.user_attrs.get(RESULT, {}).get("state") == "CANCELLED"
-
-

@@ -29,8 +29,15 @@ def test_new_versions_are_compared_with_the_champion(api, demo_request):
     assert first["performance_metrics"]["cv_mean"] is not None
 
     # A deliberately weak second version: a few shallow trees.
-    _, second = train(api, demo_request, lineage, search_space={
-        "num_boost_round": {"type": "int", "low": 3, "high": 3}, "num_leaves": {"type": "int", "low": 2, "high": 2}})
+    _, second = train(
+        api,
+        demo_request,
+        lineage,
+        search_space={
+            "num_boost_round": {"type": "int", "low": 3, "high": 3},
+            "num_leaves": {"type": "int", "low": 2, "high": 2},
+        },
+    )
     perf = second["performance_metrics"]
     assert perf["fitted_on"] == ["train", "validation", "test"]  # the default: every row
     assert perf["test_metrics_fitted_on"] == ["train", "validation"]

@@ -14,10 +14,13 @@ def test_trailing_families_are_stopped_and_the_allocation_is_recorded(api, tmp_p
     pl.from_pandas(data).write_parquet(source)
     job_id = unique("leaders")
     body = {
-        "training_id": job_id, "model_type": "ENSEMBLE", "model_name": unique("leaders"),
+        "training_id": job_id,
+        "model_type": "ENSEMBLE",
+        "model_name": unique("leaders"),
         "dataset_config": {"source": str(source), "target": "target"},
         "hyperparameter_config": {"optimization_trials": 10000, "optimization_timeout": "45s"},
-        "validation_config": {"cv_folds": 3}, "random_seed": 3,
+        "validation_config": {"cv_folds": 3},
+        "random_seed": 3,
     }
     assert api.post("/api/v1/training/start", json=body).status_code == 202
     job = wait_for(api, job_id, timeout=300)

@@ -15,14 +15,25 @@ def test_ensemble_job_completes_with_its_members_and_plots(api, settings, tmp_pa
     data = make_series(tmp_path / "series.parquet")
     job_id = unique("ensemble")
     body = {
-        "training_id": job_id, "model_type": "ENSEMBLE", "model_name": "series_ensemble",
+        "training_id": job_id,
+        "model_type": "ENSEMBLE",
+        "model_name": "series_ensemble",
         "dataset_config": {
-            "source": str(data), "target": "y_bin", "features": FEATURES, "timestamp_column": "day",
-            "entity_column": "entity", "sequence_length": 5,
-            "training_period": "2025-01-01/2025-01-28", "validation_period": "2025-01-29/2025-02-03",
-            "test_period": "2025-02-04/2025-02-09"},
-        "hyperparameter_config": {"optimization_method": "tpe", "optimization_trials": 10,
-                                  "optimization_timeout": "4m"},
+            "source": str(data),
+            "target": "y_bin",
+            "features": FEATURES,
+            "timestamp_column": "day",
+            "entity_column": "entity",
+            "sequence_length": 5,
+            "training_period": "2025-01-01/2025-01-28",
+            "validation_period": "2025-01-29/2025-02-03",
+            "test_period": "2025-02-04/2025-02-09",
+        },
+        "hyperparameter_config": {
+            "optimization_method": "tpe",
+            "optimization_trials": 10,
+            "optimization_timeout": "4m",
+        },
         "validation_config": {"cv_folds": 3, "bag_folds": 3},
     }
     assert api.post("/api/v1/training/start", json=body).status_code == 202

@@ -16,8 +16,11 @@ TARGETS = {"binary": "y_bin", "multiclass": "y_multi", "regression": "y_reg"}
 FEATURES = ["f1", "f2", "f3", "segment"]
 # Small, fixed settings keep each job to seconds; single-point ranges fix a parameter.
 FAST = {
-    "XGBOOST": {"num_boost_round": 200}, "LIGHTGBM": {"num_boost_round": 200},
-    "RANDOM_FOREST": {"n_estimators": 60}, "NEURAL_NETWORK": {"max_epochs": 40}, "LSTM": {"max_epochs": 40},
+    "XGBOOST": {"num_boost_round": 200},
+    "LIGHTGBM": {"num_boost_round": 200},
+    "RANDOM_FOREST": {"n_estimators": 60},
+    "NEURAL_NETWORK": {"max_epochs": 40},
+    "LSTM": {"max_epochs": 40},
 }
 
 
@@ -32,11 +35,19 @@ def make_series(path: Path, entities: int = 24, steps: int = 40, seed: int = 3) 
             f2, f3 = rng.normal(), rng.normal()
             segment = ["a", "b", "c"][(e + t) % 3]
             signal = 1.5 * f1 + 0.8 * prev - f2 + 0.5 * level + (segment == "a")
-            rows.append({"day": datetime(2025, 1, 1) + timedelta(days=t), "entity": f"e{e}",
-                         "f1": f1, "f2": f2, "f3": f3, "segment": segment,
-                         "y_bin": int(signal + rng.normal(scale=0.5) > 0),
-                         "y_multi": int(np.digitize(signal + rng.normal(scale=0.5), [-1.0, 1.0])),
-                         "y_reg": float(signal + rng.normal(scale=0.5))})
+            rows.append(
+                {
+                    "day": datetime(2025, 1, 1) + timedelta(days=t),
+                    "entity": f"e{e}",
+                    "f1": f1,
+                    "f2": f2,
+                    "f3": f3,
+                    "segment": segment,
+                    "y_bin": int(signal + rng.normal(scale=0.5) > 0),
+                    "y_multi": int(np.digitize(signal + rng.normal(scale=0.5), [-1.0, 1.0])),
+                    "y_reg": float(signal + rng.normal(scale=0.5)),
+                }
+            )
             prev = f1
     pl.DataFrame(rows).write_parquet(path)
     return path
@@ -51,12 +62,21 @@ def jobs(api, tmp_path_factory) -> dict[tuple[str, str], dict]:
             job_id = unique(f"{family.lower()}_{task}")
             space = {k: {"type": "int", "low": v, "high": v} for k, v in FAST[family].items()}
             body = {
-                "training_id": job_id, "model_type": family, "model_name": f"series_{task}",
+                "training_id": job_id,
+                "model_type": family,
+                "model_name": f"series_{task}",
                 "dataset_config": {
-                    "source": str(data), "target": target, "task": task, "features": FEATURES,
-                    "timestamp_column": "day", "entity_column": "entity", "sequence_length": 5,
-                    "training_period": "2025-01-01/2025-01-28", "validation_period": "2025-01-29/2025-02-03",
-                    "test_period": "2025-02-04/2025-02-09"},
+                    "source": str(data),
+                    "target": target,
+                    "task": task,
+                    "features": FEATURES,
+                    "timestamp_column": "day",
+                    "entity_column": "entity",
+                    "sequence_length": 5,
+                    "training_period": "2025-01-01/2025-01-28",
+                    "validation_period": "2025-01-29/2025-02-03",
+                    "test_period": "2025-02-04/2025-02-09",
+                },
                 "hyperparameter_config": {"optimization_method": "none", "search_space": space},
                 "validation_config": {"cv_folds": 3},
             }

@@ -50,13 +50,20 @@ def test_model_artifact_is_served_and_cached(api, settings, completed):
 
 def test_rows_are_written_to_postgres(settings, completed):
     with psycopg2.connect(settings.database.url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT status, model_type, training_mode, progress_percentage, completed_at IS NOT NULL "
-                    "FROM training_jobs WHERE job_id = %s", (completed["job_id"],))
+        cur.execute(
+            "SELECT status, model_type, training_mode, progress_percentage, completed_at IS NOT NULL "
+            "FROM training_jobs WHERE job_id = %s",
+            (completed["job_id"],),
+        )
         assert cur.fetchone() == ("COMPLETED", "LIGHTGBM", "FULL_RETRAIN", 100.0, True)
-        cur.execute("SELECT model_id, version FROM model_artifacts WHERE training_job_id = %s", (completed["job_id"],))
+        cur.execute(
+            "SELECT model_id, version FROM model_artifacts WHERE training_job_id = %s", (completed["job_id"],)
+        )
         assert cur.fetchone()[0] == completed["model_id"]
-        cur.execute("SELECT published_at IS NOT NULL FROM event_outbox WHERE aggregate_id = %s",
-                    (completed["job_id"],))
+        cur.execute(
+            "SELECT published_at IS NOT NULL FROM event_outbox WHERE aggregate_id = %s",
+            (completed["job_id"],),
+        )
         assert cur.fetchall() == [(True,)]
 
 
@@ -66,9 +73,17 @@ def test_completed_event_is_on_the_stream_with_the_seed_payload(settings, comple
     mine = [e for e in events if e["training_completed"]["training_job_id"] == completed["job_id"]]
     assert len(mine) == 1
     data = mine[0]["training_completed"]
-    assert set(data) == {"training_job_id", "model_id", "model_type", "training_duration_minutes", "final_accuracy",
-                         "validation_accuracy", "hyperparameter_trials", "deployment_ready",
-                         "performance_improvement"}
+    assert set(data) == {
+        "training_job_id",
+        "model_id",
+        "model_type",
+        "training_duration_minutes",
+        "final_accuracy",
+        "validation_accuracy",
+        "hyperparameter_trials",
+        "deployment_ready",
+        "performance_improvement",
+    }
     assert data["model_id"] == completed["model_id"] and data["model_type"] == "LIGHTGBM"
     assert data["final_accuracy"] == pytest.approx(completed["training_metrics"]["test_metrics"]["accuracy"])
     assert set(mine[0]) == {"event_id", "timestamp", "training_completed"}
@@ -90,8 +105,13 @@ def test_run_has_plots_people_would_rather_look_at(settings, completed):
     client = mlflow.MlflowClient()
     run_id = client.get_model_version("churn_test", completed["model_id"].rsplit("_v", 1)[1]).run_id
     names = {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert {"plots/feature_importance.png", "plots/confusion_matrix.png", "plots/roc_curve.png",
-            "plots/cv_scores.png", "plots/selected_features.png"} <= names
+    assert {
+        "plots/feature_importance.png",
+        "plots/confusion_matrix.png",
+        "plots/roc_curve.png",
+        "plots/cv_scores.png",
+        "plots/selected_features.png",
+    } <= names
 
 
 def test_deploy_moves_the_production_alias(api, settings, completed):

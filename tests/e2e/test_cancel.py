@@ -12,12 +12,17 @@ import pytest
 from tests.helpers import temporal, unique, wait_for
 
 # A job that would train for many minutes: a tiny learning rate and no early stopping.
-SLOW = {"hyperparameter_config": {"optimization_method": "none", "search_space": {
-    "learning_rate": {"type": "float", "low": 0.0005, "high": 0.0005},
-    "num_leaves": {"type": "int", "low": 255, "high": 255},
-    "num_boost_round": {"type": "int", "low": 100000, "high": 100000},
-    "early_stopping_rounds": {"type": "int", "low": 100000, "high": 100000},
-}}}
+SLOW = {
+    "hyperparameter_config": {
+        "optimization_method": "none",
+        "search_space": {
+            "learning_rate": {"type": "float", "low": 0.0005, "high": 0.0005},
+            "num_leaves": {"type": "int", "low": 255, "high": 255},
+            "num_boost_round": {"type": "int", "low": 100000, "high": 100000},
+            "early_stopping_rounds": {"type": "int", "low": 100000, "high": 100000},
+        },
+    }
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +42,12 @@ def slow_request(demo_request, tmp_path_factory):
 def _start_and_reach_training(api, body) -> str:
     assert api.post("/api/v1/training/start", json=body).status_code == 202
     busy = {"cross_validating", "training"}  # both fit models round by round
-    wait_for(api, body["training_id"], until=lambda j: j["current_stage"] in busy or j["status"] != "RUNNING"
-             and j["status"] != "QUEUED", timeout=120)
+    wait_for(
+        api,
+        body["training_id"],
+        until=lambda j: j["current_stage"] in busy or j["status"] != "RUNNING" and j["status"] != "QUEUED",
+        timeout=120,
+    )
     time.sleep(2)  # let a few boosting rounds run: the cancel must interrupt real training
     return body["training_id"]
 
@@ -46,6 +55,7 @@ def _start_and_reach_training(api, body) -> str:
 def _no_pending_activities(settings, job_id: str) -> bool:
     """No activity left running, within a few seconds: the job row says CANCELLED as soon as the activity that
     records it has written it, a moment before Temporal sees that activity complete."""
+
     async def settled(client):
         for _ in range(40):
             description = await client.get_workflow_handle(job_id).describe()
@@ -100,6 +110,10 @@ def test_temporal_cli_cancel_shows_as_cancelled(api, settings, slow_request):
     from pmls.stack import _temporal_cli
 
     job_id = _start_and_reach_training(api, slow_request(unique("cancel_cli")))
-    subprocess.run([_temporal_cli(), "workflow", "cancel", "-w", job_id, "--address", settings.temporal.address],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [_temporal_cli(), "workflow", "cancel", "-w", job_id, "--address", settings.temporal.address],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     assert wait_for(api, job_id, timeout=60)["status"] == "CANCELLED"

@@ -17,12 +17,22 @@ TRIALS = 12
 
 def _start_search(api, demo_request, prefix: str) -> str:
     job_id = unique(prefix)
-    body = demo_request(job_id, hyperparameter_config={
-        "optimization_method": "tpe", "optimization_trials": TRIALS, "optimization_timeout": "10m"})
+    body = demo_request(
+        job_id,
+        hyperparameter_config={
+            "optimization_method": "tpe",
+            "optimization_trials": TRIALS,
+            "optimization_timeout": "10m",
+        },
+    )
     assert api.post("/api/v1/training/start", json=body).status_code == 202
     # Mid-search: a few trials recorded, others still to come.
-    wait_for(api, job_id, until=lambda j: len(api.get(f"/api/v1/training/{job_id}/trials").json()) >= 2,
-             timeout=180)
+    wait_for(
+        api,
+        job_id,
+        until=lambda j: len(api.get(f"/api/v1/training/{job_id}/trials").json()) >= 2,
+        timeout=180,
+    )
     return job_id
 
 

@@ -19,8 +19,14 @@ from pmls.stack import free_port
 from tests.helpers import unique, wait_for
 
 pytestmark = pytest.mark.slow
-PORTS = ("PMLS_API_PORT", "PMLS_TEMPORAL_PORT", "PMLS_TEMPORAL_UI_PORT", "PMLS_POSTGRES_PORT", "PMLS_REDIS_PORT",
-         "PMLS_MLFLOW_PORT")
+PORTS = (
+    "PMLS_API_PORT",
+    "PMLS_TEMPORAL_PORT",
+    "PMLS_TEMPORAL_UI_PORT",
+    "PMLS_POSTGRES_PORT",
+    "PMLS_REDIS_PORT",
+    "PMLS_MLFLOW_PORT",
+)
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -34,7 +40,8 @@ def _children_of(home: Path) -> list[psutil.Process]:
     for proc in psutil.process_iter(["cmdline", "environ"]):
         try:
             if str(home) in " ".join(proc.info["cmdline"] or []) or (proc.info["environ"] or {}).get(
-                    "PMLS_HOME") == str(home):
+                "PMLS_HOME"
+            ) == str(home):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -44,8 +51,13 @@ def _children_of(home: Path) -> list[psutil.Process]:
 class Up:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        self.proc = subprocess.Popen([sys.executable, "-m", "pmls.cli", "up"], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pmls.cli", "up"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{env['PMLS_API_PORT']}", timeout=60)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:

@@ -32,7 +32,10 @@ def test_status_is_answered_while_redis_is_down(api, stack, demo_request):
     cache = redis.Redis.from_url(stack.settings.redis.url, decode_responses=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        ids = [json.loads(f["payload"])["training_completed"]["training_job_id"] for _, f in cache.xrange("pmls:events")]
+        ids = [
+            json.loads(f["payload"])["training_completed"]["training_job_id"]
+            for _, f in cache.xrange("pmls:events")
+        ]
         if job_id in ids:
             break
         time.sleep(0.5)

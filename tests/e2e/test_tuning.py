@@ -11,8 +11,15 @@ from tests.helpers import mlflow_runs, temporal, unique, wait_for
 
 
 def tuned(demo_request, job_id: str, **hp) -> dict:
-    return demo_request(job_id, hyperparameter_config={"optimization_method": "tpe", "optimization_trials": 10,
-                                                       "optimization_timeout": "10m", **hp})
+    return demo_request(
+        job_id,
+        hyperparameter_config={
+            "optimization_method": "tpe",
+            "optimization_trials": 10,
+            "optimization_timeout": "10m",
+            **hp,
+        },
+    )
 
 
 def test_search_runs_exactly_the_requested_trials_and_records_each(api, stack, settings, demo_request):
@@ -36,7 +43,9 @@ def test_search_runs_exactly_the_requested_trials_and_records_each(api, stack, s
     assert cache.ttl(f"hyperparameter_experiments:{job_id}") > 23 * 3600
     parent, nested = mlflow_runs(settings, job_id)
     assert len(nested) == 10 and parent.info.status == "FINISHED"
-    assert sorted(r.data.tags["pmls.trial"] for r in nested) == sorted(f"lightgbm/trial-{n}" for n in range(10))
+    assert sorted(r.data.tags["pmls.trial"] for r in nested) == sorted(
+        f"lightgbm/trial-{n}" for n in range(10)
+    )
     events = [e for _, e in cache.xrange("pmls:events") if job_id in e["payload"]]
     assert '"hyperparameter_trials":10' in events[0]["payload"].replace(" ", "")
     if settings.worker.processes >= 2:
@@ -46,6 +55,7 @@ def test_search_runs_exactly_the_requested_trials_and_records_each(api, stack, s
 
 def _batch_workers(settings, workflow_id: str) -> set[str]:
     """The identities of the workers that started the search's trial batches."""
+
     async def identities(client) -> set[str]:
         scheduled, started = {}, set()
         async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
@@ -77,8 +87,16 @@ def test_progress_and_eta_are_reported_while_tuning(api, demo_request):
     job_id = unique("eta")
     body = tuned(demo_request, job_id, optimization_trials=10000, optimization_timeout="25s")
     assert api.post("/api/v1/training/start", json=body).status_code == 202
-    seen = wait_for(api, job_id, until=lambda j: j["current_stage"] == "tuning" and j["progress_percentage"] > 25
-                    or j["status"] in ("COMPLETED", "FAILED"), timeout=120)
+    seen = wait_for(
+        api,
+        job_id,
+        until=lambda j: (
+            j["current_stage"] == "tuning"
+            and j["progress_percentage"] > 25
+            or j["status"] in ("COMPLETED", "FAILED")
+        ),
+        timeout=120,
+    )
     assert seen["status"] == "RUNNING" and 25 < seen["progress_percentage"] < 75
     assert seen["estimated_completion"] is not None
     assert wait_for(api, job_id, timeout=180)["status"] == "COMPLETED"
@@ -87,8 +105,12 @@ def test_progress_and_eta_are_reported_while_tuning(api, demo_request):
 def test_a_failing_trial_is_recorded_and_does_not_fail_the_job(api, demo_request):
     job_id = unique("isolate")
     # The portfolio's num_leaves 31, 128, 15, clipped into the choices [1, 31], give 31, 1, 1.
-    body = tuned(demo_request, job_id, optimization_trials=3, search_space={
-        "num_leaves": {"type": "categorical", "choices": [1, 31]}})
+    body = tuned(
+        demo_request,
+        job_id,
+        optimization_trials=3,
+        search_space={"num_leaves": {"type": "categorical", "choices": [1, 31]}},
+    )
     assert api.post("/api/v1/training/start", json=body).status_code == 202
     job = wait_for(api, job_id, timeout=180)
     assert job["status"] == "COMPLETED", job.get("error")
@@ -99,8 +121,12 @@ def test_a_failing_trial_is_recorded_and_does_not_fail_the_job(api, demo_request
 
 def test_too_many_failed_trials_fail_the_job_with_the_reason(api, settings, demo_request):
     job_id = unique("allfail")
-    body = tuned(demo_request, job_id, optimization_trials=8, search_space={
-        "min_child_samples": {"type": "categorical", "choices": [-1, -2, -3, -4, -5]}})
+    body = tuned(
+        demo_request,
+        job_id,
+        optimization_trials=8,
+        search_space={"min_child_samples": {"type": "categorical", "choices": [-1, -2, -3, -4, -5]}},
+    )
     assert api.post("/api/v1/training/start", json=body).status_code == 202
     job = wait_for(api, job_id, timeout=180)
     assert job["status"] == "FAILED"
@@ -110,8 +136,10 @@ def test_too_many_failed_trials_fail_the_job_with_the_reason(api, settings, demo
     parent, nested = mlflow_runs(settings, job_id)
     assert parent.info.status == "FAILED"
     trials = api.get(f"/api/v1/training/{job_id}/trials").json()
-    expected = {f"lightgbm/trial-{t['trial_number']}": "FAILED" if t["state"] == "FAILED" else "KILLED"
-                for t in trials}
+    expected = {
+        f"lightgbm/trial-{t['trial_number']}": "FAILED" if t["state"] == "FAILED" else "KILLED"
+        for t in trials
+    }
     assert {r.data.tags["pmls.trial"]: r.info.status for r in nested} == expected
     assert list(expected.values()).count("FAILED") >= 4
 
@@ -120,8 +148,12 @@ def test_cancel_stops_a_running_search_and_keeps_finished_trials(api, settings, 
     job_id = unique("cancel_search")
     body = tuned(demo_request, job_id, optimization_trials=10000, optimization_timeout="10m")
     assert api.post("/api/v1/training/start", json=body).status_code == 202
-    wait_for(api, job_id, until=lambda j: len(api.get(f"/api/v1/training/{job_id}/trials").json()) >= 3,
-             timeout=120)
+    wait_for(
+        api,
+        job_id,
+        until=lambda j: len(api.get(f"/api/v1/training/{job_id}/trials").json()) >= 3,
+        timeout=120,
+    )
     started = time.monotonic()
     assert api.post(f"/api/v1/training/{job_id}/cancel").json()["cancelled"] is True
     job = wait_for(api, job_id, timeout=60)
@@ -142,7 +174,9 @@ def test_cancel_stops_a_running_search_and_keeps_finished_trials(api, settings, 
 def test_unknown_method_or_parameter_is_422(api, demo_request):
     bad_method = tuned(demo_request, unique("m"), optimization_method="bayes-magic")
     assert api.post("/api/v1/training/start", json=bad_method).status_code == 422
-    bad_param = tuned(demo_request, unique("p"), search_space={"num_trees": {"type": "int", "low": 1, "high": 9}})
+    bad_param = tuned(
+        demo_request, unique("p"), search_space={"num_trees": {"type": "int", "low": 1, "high": 9}}
+    )
     resp = api.post("/api/v1/training/start", json=bad_param)
     assert resp.status_code == 422 and "num_trees" in resp.json()["message"]
 
@@ -152,8 +186,10 @@ def test_the_same_random_seed_repeats_the_search(api, demo_request):
     runs = []
     for _ in range(2):
         job_id = unique("seeded")
-        body = {**tuned(demo_request, job_id, optimization_trials=7, max_parallel_trials=1, portfolio=False),
-                "random_seed": 1234}
+        body = {
+            **tuned(demo_request, job_id, optimization_trials=7, max_parallel_trials=1, portfolio=False),
+            "random_seed": 1234,
+        }
         assert api.post("/api/v1/training/start", json=body).status_code == 202
         job = wait_for(api, job_id, timeout=300)
         assert job["status"] == "COMPLETED", job.get("error")
@@ -165,9 +201,17 @@ def test_the_same_random_seed_repeats_the_search(api, demo_request):
 
 def test_a_budget_shorter_than_one_trial_fails_with_what_to_do(api, demo_request):
     job_id = unique("toolong")
-    body = demo_request(job_id, model_type="RANDOM_FOREST", hyperparameter_config={
-        "optimization_method": "random", "optimization_trials": 5, "optimization_timeout": "2s", "portfolio": False,
-        "search_space": {"n_estimators": {"type": "int", "low": 3000, "high": 3000}}})
+    body = demo_request(
+        job_id,
+        model_type="RANDOM_FOREST",
+        hyperparameter_config={
+            "optimization_method": "random",
+            "optimization_trials": 5,
+            "optimization_timeout": "2s",
+            "portfolio": False,
+            "search_space": {"n_estimators": {"type": "int", "low": 3000, "high": 3000}},
+        },
+    )
     assert api.post("/api/v1/training/start", json=body).status_code == 202
     job = wait_for(api, job_id, timeout=180)
     assert job["status"] == "FAILED"
@@ -184,7 +228,9 @@ def test_a_long_search_continues_as_new_and_loses_or_repeats_no_trial(api, setti
     from pmls.storage.postgres import JobStore, create_pool
 
     job_id = unique("chain")
-    request = TrainingRequest.model_validate(tuned(demo_request, job_id, optimization_trials=9, max_parallel_trials=2))
+    request = TrainingRequest.model_validate(
+        tuned(demo_request, job_id, optimization_trials=9, max_parallel_trials=2)
+    )
 
     async def start(client):
         # What POST /training/start does (the job row, then the workflow), with a small trials-per-run memo.
@@ -194,9 +240,16 @@ def test_a_long_search_continues_as_new_and_loses_or_repeats_no_trial(api, setti
         finally:
             await pool.close()
         await client.start_workflow(
-            "TrainingWorkflow", TrainingWorkflowInput(job_id=job_id, request=request), id=job_id,
+            "TrainingWorkflow",
+            TrainingWorkflowInput(job_id=job_id, request=request),
+            id=job_id,
             task_queue=settings.temporal.task_queue,
-            memo={"trials_task_queue": settings.temporal.trials_task_queue, "trial_slots": 2, "trials_per_run": 3})
+            memo={
+                "trials_task_queue": settings.temporal.trials_task_queue,
+                "trial_slots": 2,
+                "trials_per_run": 3,
+            },
+        )
 
     temporal(settings, start)
     job = wait_for(api, job_id, timeout=300)
@@ -215,4 +268,6 @@ def test_a_long_search_continues_as_new_and_loses_or_repeats_no_trial(api, setti
 
     assert len(temporal(settings, runs)) >= 2  # a run finishes at most 3 + 3 trials with 2 slots
     _, nested = mlflow_runs(settings, job_id)
-    assert sorted(r.data.tags["pmls.trial"] for r in nested) == sorted(f"lightgbm/trial-{n}" for n in range(9))
+    assert sorted(r.data.tags["pmls.trial"] for r in nested) == sorted(
+        f"lightgbm/trial-{n}" for n in range(9)
+    )

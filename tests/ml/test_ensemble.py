@@ -39,13 +39,18 @@ from pmls.ml.zoo import get_entry
 # Four members that differ in kind, not just in seed, and train in well under a second each.
 MEMBERS = [
     (ModelType.LIGHTGBM, {"num_boost_round": 80, "num_leaves": 4, "learning_rate": 0.1}),
-    (ModelType.LIGHTGBM,
-     {"num_boost_round": 60, "num_leaves": 31, "learning_rate": 0.05, "extra_trees": True}),
+    (
+        ModelType.LIGHTGBM,
+        {"num_boost_round": 60, "num_leaves": 31, "learning_rate": 0.05, "extra_trees": True},
+    ),
     (ModelType.RANDOM_FOREST, {"n_estimators": 40, "min_samples_leaf": 3}),
     (ModelType.NEURAL_NETWORK, {"max_epochs": 20, "hidden_size": 32, "num_layers": 1}),
 ]
-LOADERS = {"breast_cancer": (load_breast_cancer, Task.BINARY), "wine": (load_wine, Task.MULTICLASS),
-           "diabetes": (load_diabetes, Task.REGRESSION)}
+LOADERS = {
+    "breast_cancer": (load_breast_cancer, Task.BINARY),
+    "wine": (load_wine, Task.MULTICLASS),
+    "diabetes": (load_diabetes, Task.REGRESSION),
+}
 DATASETS = list(LOADERS)
 
 
@@ -118,9 +123,17 @@ def test_weights_are_on_the_simplex(name):
         assert (weights >= 0).all() and math.isclose(weights.sum(), 1.0, abs_tol=1e-6)
 
 
-@pytest.mark.parametrize("name,metric", [("breast_cancer", "roc_auc"), ("breast_cancer", "log_loss"),
-                                         ("wine", "log_loss"), ("wine", "accuracy"), ("diabetes", "rmse"),
-                                         ("diabetes", "r2")])
+@pytest.mark.parametrize(
+    "name,metric",
+    [
+        ("breast_cancer", "roc_auc"),
+        ("breast_cancer", "log_loss"),
+        ("wine", "log_loss"),
+        ("wine", "accuracy"),
+        ("diabetes", "rmse"),
+        ("diabetes", "r2"),
+    ],
+)
 def test_caruana_never_loses_to_its_best_single_member_on_oof(name, metric):
     c = case(name)
     weights = caruana(c.oof, c.y, c.task, metric)
@@ -148,11 +161,17 @@ def test_jax_blend_beats_the_uniform_average_on_oof(name):
 def test_search_metrics_match_compute_metrics():
     c = case("breast_cancer")
     for metric in ("log_loss", "accuracy", "brier", "roc_auc", "f1"):
-        assert math.isclose(_search_value(c.task, c.y, c.oof[0], metric),
-                            metric_value(c.task, c.y, c.oof[0], metric), rel_tol=1e-9)
+        assert math.isclose(
+            _search_value(c.task, c.y, c.oof[0], metric),
+            metric_value(c.task, c.y, c.oof[0], metric),
+            rel_tol=1e-9,
+        )
     w = case("wine")
-    assert math.isclose(_search_value(w.task, w.y, w.oof[2], "log_loss"),
-                        metric_value(w.task, w.y, w.oof[2], "log_loss"), rel_tol=1e-9)
+    assert math.isclose(
+        _search_value(w.task, w.y, w.oof[2], "log_loss"),
+        metric_value(w.task, w.y, w.oof[2], "log_loss"),
+        rel_tol=1e-9,
+    )
 
 
 # --- stacking -----------------------------------------------------------------------------------
@@ -199,19 +218,26 @@ def test_weight_builders_ignore_uncovered_rows():
     for o in oof:
         o[:50] = np.nan
     mask = coverage(oof)
-    np.testing.assert_array_equal(caruana(oof, c.y, c.task, "log_loss"),
-                                  caruana([o[mask] for o in c.oof], c.y[mask], c.task, "log_loss"))
-    np.testing.assert_allclose(blend_weights(oof, c.y, c.task),
-                               blend_weights([o[mask] for o in c.oof], c.y[mask], c.task))
+    np.testing.assert_array_equal(
+        caruana(oof, c.y, c.task, "log_loss"),
+        caruana([o[mask] for o in c.oof], c.y[mask], c.task, "log_loss"),
+    )
+    np.testing.assert_allclose(
+        blend_weights(oof, c.y, c.task), blend_weights([o[mask] for o in c.oof], c.y[mask], c.task)
+    )
 
 
 # --- choosing and combining ---------------------------------------------------------------------
 
 
-def _pooled(c: Case, scores: list[np.ndarray], valid: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+def _pooled(
+    c: Case, scores: list[np.ndarray], valid: list[np.ndarray]
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Every held-out prediction of each member (OOF, then validation) and the targets, as choose_ensemble
     pools them."""
-    return [np.concatenate([o, v]) for o, v in zip(scores, valid, strict=True)], np.concatenate([c.y, c.y_valid])
+    return [np.concatenate([o, v]) for o, v in zip(scores, valid, strict=True)], np.concatenate(
+        [c.y, c.y_valid]
+    )
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -237,7 +263,7 @@ def test_methods_are_judged_on_rows_they_did_not_learn_from():
     rng = np.random.default_rng(0)
     noise = [rng.dirichlet([1.0, 1.0], size=len(c.y) + len(c.y_valid)) for _ in range(12)]
     oof = [c.oof[0]] + [n[: len(c.y)] for n in noise]
-    valid = [c.valid[0]] + [n[len(c.y):] for n in noise]
+    valid = [c.valid[0]] + [n[len(c.y) :] for n in noise]
     choice = choose_ensemble(oof, c.y, valid, c.y_valid, c.task, "log_loss", seed=0)
     pooled, y = _pooled(c, oof, valid)
     in_sample = metric_value(c.task, y, fit_stacker(pooled, y, c.task).predict_scores(pooled), "log_loss")
@@ -272,8 +298,9 @@ def test_the_best_single_is_chosen_on_the_cv_folds_when_every_candidate_has_a_sc
     by_validation = choose_ensemble(c.oof[:1] * 2, c.y, c.valid[:2], c.y_valid, c.task, c.metric)
     worse_first = [c.valid[1], c.valid[0]]
     # CV says candidate 1 (whatever validation says): the single choice follows the folds.
-    choice = choose_ensemble(c.oof[:1] * 2, c.y, worse_first, c.y_valid, c.task, c.metric,
-                             cv_scores=[2.0, 0.1], costs=[1.0, 1.0])
+    choice = choose_ensemble(
+        c.oof[:1] * 2, c.y, worse_first, c.y_valid, c.task, c.metric, cv_scores=[2.0, 0.1], costs=[1.0, 1.0]
+    )
     pooled, y = _pooled(c, c.oof[:1] * 2, worse_first)
     assert choice.scores["single"] == metric_value(c.task, y, pooled[1], c.metric)
     # Without CV scores the single model is the better of the two on the held-out rows (log loss: the lower).
@@ -298,14 +325,17 @@ def test_choice_is_deterministic_and_json_ready():
     first = choose_ensemble(c.oof, c.y, c.valid, c.y_valid, c.task, c.metric, seed=0)
     assert first.to_dict() == chosen("wine").to_dict()
     assert EnsembleChoice.from_dict(json.loads(json.dumps(first.to_dict()))) == first
-    np.testing.assert_array_equal(blend_weights(c.oof, c.y, c.task, seed=5),
-                                  blend_weights(c.oof, c.y, c.task, seed=5))
+    np.testing.assert_array_equal(
+        blend_weights(c.oof, c.y, c.task, seed=5), blend_weights(c.oof, c.y, c.task, seed=5)
+    )
 
 
 def test_every_method_combines_members_consistently():
     c = case("breast_cancer")
-    for method, weights in (("caruana", caruana(c.oof, c.y, c.task, c.metric)),
-                            ("blend", blend_weights(c.oof, c.y, c.task))):
+    for method, weights in (
+        ("caruana", caruana(c.oof, c.y, c.task, c.metric)),
+        ("blend", blend_weights(c.oof, c.y, c.task)),
+    ):
         out = combine(c.valid, _weighted(method, weights), c.task)
         np.testing.assert_allclose(out, np.tensordot(weights, np.stack(c.valid), axes=1))
     stacker = fit_stacker(c.oof, c.y, c.task, seed=0)

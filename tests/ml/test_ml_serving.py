@@ -33,16 +33,26 @@ def trained(frame):
 
 def save(tmp_path, trained) -> Path:
     cfg, prepared, final, _ = trained
-    return save_bundle(tmp_path / "bundle", final=final, prepared=prepared, cfg=cfg,
-                       model_type=ModelType.LIGHTGBM, params={})
+    return save_bundle(
+        tmp_path / "bundle", final=final, prepared=prepared, cfg=cfg, model_type=ModelType.LIGHTGBM, params={}
+    )
 
 
 def in_memory(trained) -> Bundle:
     """The bundle as it was before saving: what the service predicted with at fit time."""
     cfg, prepared, final, _ = trained
-    return Bundle(preprocessor=prepared.preprocessor, model=final.model, model_type=ModelType.LIGHTGBM,
-                  task=prepared.task, classes=prepared.classes, metric=prepared.metric, kept=prepared.kept,
-                  seq_len=final.seq_len, timestamp_column=cfg.timestamp_column, params={})
+    return Bundle(
+        preprocessor=prepared.preprocessor,
+        model=final.model,
+        model_type=ModelType.LIGHTGBM,
+        task=prepared.task,
+        classes=prepared.classes,
+        metric=prepared.metric,
+        kept=prepared.kept,
+        seq_len=final.seq_len,
+        timestamp_column=cfg.timestamp_column,
+        params={},
+    )
 
 
 @pytest.fixture
@@ -64,10 +74,14 @@ def test_bundle_round_trip(tmp_path, trained):
     out = bundle.predict(raw)
     pd.testing.assert_frame_equal(out, in_memory(trained).predict(raw))
     # Raw rows through the bundle score exactly as the prepared test matrix did at fit time.
-    np.testing.assert_array_equal(out[["proba_go", "proba_stay"]].to_numpy(),
-                                  final.model.predict_proba(prepared.X["test"]))
+    np.testing.assert_array_equal(
+        out[["proba_go", "proba_stay"]].to_numpy(), final.model.predict_proba(prepared.X["test"])
+    )
     assert bundle.classes == ["go", "stay"] and bundle.metric == "roc_auc"
-    assert bundle.model_type is ModelType.LIGHTGBM and bundle.model.best_iteration_ == final.model.best_iteration_
+    assert (
+        bundle.model_type is ModelType.LIGHTGBM
+        and bundle.model.best_iteration_ == final.model.best_iteration_
+    )
 
 
 def test_pip_requirements_are_exact_pins():

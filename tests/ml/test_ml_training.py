@@ -85,8 +85,11 @@ def test_predictions_carry_labels_and_probabilities(tmp_path, frame):
     df = frame.with_columns(pl.col("y").replace_strict({0: "stay", 1: "go"}).alias("label")).drop("y")
     splits, prepared, final = fit(df)
     cfg = DatasetConfig(source="mem.parquet", target="label")
-    bundle = load_bundle(save_bundle(tmp_path / "b", final=final, prepared=prepared, cfg=cfg,
-                                     model_type=ModelType.LIGHTGBM, params={}))
+    bundle = load_bundle(
+        save_bundle(
+            tmp_path / "b", final=final, prepared=prepared, cfg=cfg, model_type=ModelType.LIGHTGBM, params={}
+        )
+    )
     out = bundle.predict(splits.test.drop("label").to_pandas())
     assert list(out.columns) == ["prediction", "proba_go", "proba_stay"]
     assert set(out["prediction"]) <= {"go", "stay"}
@@ -120,7 +123,7 @@ def test_callback_runs_every_round(small):
     assert refits and all(loss is None for *_, loss in refits)
     starts = [k for k, (i, _, _) in enumerate(refits) if i == 1]
     assert len(starts) == 2
-    evaluated, delivered = refits[: starts[1]], refits[starts[1]:]
+    evaluated, delivered = refits[: starts[1]], refits[starts[1] :]
     assert [i for i, _, _ in delivered] == list(range(1, len(delivered) + 1))
     assert final.model.best_iteration_ == len(delivered) >= len(evaluated)
 
@@ -136,13 +139,18 @@ def test_the_refit_scales_boosting_rounds_but_not_epochs(small, refit_all):
     n = {s: len(prepared.y[s]) for s in ("train", "validation", "test")}
     fitted = n["train"] + n["validation"] + (n["test"] if refit_all else 0)
     grow = min(fitted / n["train"], MAX_ROUND_SCALE)
-    for model_type, params in ((ModelType.LIGHTGBM, {"num_boost_round": 40, "early_stopping_rounds": 1000}),
-                               (ModelType.NEURAL_NETWORK, {"max_epochs": 12, "early_stopping_rounds": 1000,
-                                                           "hidden_size": 16})):
+    for model_type, params in (
+        (ModelType.LIGHTGBM, {"num_boost_round": 40, "early_stopping_rounds": 1000}),
+        (ModelType.NEURAL_NETWORK, {"max_epochs": 12, "early_stopping_rounds": 1000, "hidden_size": 16}),
+    ):
         calls: list[tuple] = []
         opts = FitOptions.from_config(cfg, model_type, params, seed=0)
-        final = fit_final(prepared, opts, refit_all=refit_all,
-                          callbacks=[lambda i, total, loss, seen=calls: seen.append((i, total, loss))])
+        final = fit_final(
+            prepared,
+            opts,
+            refit_all=refit_all,
+            callbacks=[lambda i, total, loss, seen=calls: seen.append((i, total, loss))],
+        )
         best = _rounds_found(calls)
         expected = round(best * grow) if model_type is ModelType.LIGHTGBM else best
         assert final.model.best_iteration_ == expected, model_type
@@ -168,8 +176,10 @@ def test_every_row_reaches_the_delivered_model_but_not_the_test_figures(small):
     opts = lightgbm(cfg)
     delivered = fit_final(prepared, opts)
     evaluated = fit_final(prepared, opts, refit_all=False)
-    assert (delivered.fitted_on, delivered.evaluated_with) == (("train", "validation", "test"),
-                                                               ("train", "validation"))
+    assert (delivered.fitted_on, delivered.evaluated_with) == (
+        ("train", "validation", "test"),
+        ("train", "validation"),
+    )
     assert evaluated.fitted_on == evaluated.evaluated_with == ("train", "validation")
     # The test figures are those of the model that never saw the test period, in both cases.
     assert delivered.metrics.test_metrics == evaluated.metrics.test_metrics
@@ -186,8 +196,12 @@ def test_callbacks_reach_every_cv_fold(frame):
     prepared = prepare(prepare_splits(frame, cfg, seed=0), cfg, ValidationConfig(cv_folds=3))
     calls, folds = [], []
     opts = lightgbm(cfg, {"num_boost_round": 10, "early_stopping_rounds": 1000})
-    result = cross_validate(prepared, opts, callbacks=[lambda i, total, loss: calls.append(i)],
-                            on_fold=lambda index, value: folds.append((index, value)))
+    result = cross_validate(
+        prepared,
+        opts,
+        callbacks=[lambda i, total, loss: calls.append(i)],
+        on_fold=lambda index, value: folds.append((index, value)),
+    )
     assert calls == list(range(1, 11)) * 3
     assert folds == list(enumerate(result.scores))
 
@@ -228,8 +242,17 @@ def test_a_bundle_knows_which_rows_it_was_fitted_on(small, frame, tmp_path):
     splits = prepare_splits(frame, cfg, seed=0)
     final = fit_final(prepared, lightgbm(cfg), refit_all=False)
     fitted = pl.concat([splits.train, splits.validation])
-    bundle = load_bundle(save_bundle(tmp_path / "b", final=final, prepared=prepared, cfg=cfg,
-                                     model_type=ModelType.LIGHTGBM, params={}, fitted_rows=fitted))
+    bundle = load_bundle(
+        save_bundle(
+            tmp_path / "b",
+            final=final,
+            prepared=prepared,
+            cfg=cfg,
+            model_type=ModelType.LIGHTGBM,
+            params={},
+            fitted_rows=fitted,
+        )
+    )
     assert bundle.fitted_on == ["train", "validation"]
     assert not bundle.unseen(splits.validation).any()
     assert bundle.unseen(splits.test).all()

@@ -73,25 +73,34 @@ def panel(task: Task, n_entities: int = 40, steps: int = 30, seed: int = 0) -> p
     else:
         cuts = np.quantile(noisy, [1 / 3, 2 / 3])
         target = np.array(["low", "mid", "high"])[np.searchsorted(cuts, noisy)].tolist()
-    return pl.DataFrame({
-        "ts": [START + timedelta(days=t) for t in range(steps) for _ in range(n_entities)],
-        "id": [f"e{i}" for _ in range(steps) for i in range(n_entities)],
-        "x1": x1.ravel(),
-        "x2": x2.ravel(),
-        "kind": kinds.ravel(),
-        "z": rng.normal(size=signal.size),
-        "target": target,
-    })
+    return pl.DataFrame(
+        {
+            "ts": [START + timedelta(days=t) for t in range(steps) for _ in range(n_entities)],
+            "id": [f"e{i}" for _ in range(steps) for i in range(n_entities)],
+            "x1": x1.ravel(),
+            "x2": x2.ravel(),
+            "kind": kinds.ravel(),
+            "z": rng.normal(size=signal.size),
+            "target": target,
+        }
+    )
 
 
 def panel_config(**kw) -> DatasetConfig:
-    return DatasetConfig(source="mem.parquet", target="target", timestamp_column="ts", entity_column="id",
-                         sequence_length=SEQ_LEN, **kw)
+    return DatasetConfig(
+        source="mem.parquet",
+        target="target",
+        timestamp_column="ts",
+        entity_column="id",
+        sequence_length=SEQ_LEN,
+        **kw,
+    )
 
 
 def options(cfg: DatasetConfig, family: ModelType, params: dict | None = None) -> FitOptions:
-    return FitOptions.from_config(cfg, family, PARAMS[family] if params is None else params, seed=0,
-                                  num_threads=1)
+    return FitOptions.from_config(
+        cfg, family, PARAMS[family] if params is None else params, seed=0, num_threads=1
+    )
 
 
 def majority_share(y: np.ndarray) -> float:
@@ -114,7 +123,9 @@ def assert_beats_baseline(task: Task, prepared, metrics: dict[str, float], split
 
 # --- every family x task, end to end ---------------------------------------------------------
 
-CASES = [pytest.param(family, task, id=f"{family.value}-{task.value}") for family in REGISTRY for task in Task]
+CASES = [
+    pytest.param(family, task, id=f"{family.value}-{task.value}") for family in REGISTRY for task in Task
+]
 
 
 @pytest.mark.parametrize(("family", "task"), CASES)
@@ -144,8 +155,9 @@ def test_family_end_to_end(tmp_path, family, task):
     assert_beats_baseline(task, prepared, m.test_metrics)
     assert final.seq_len == (SEQ_LEN if family is ModelType.LSTM else None)
 
-    directory = save_bundle(tmp_path / "bundle", final=final, prepared=prepared, cfg=cfg, model_type=family,
-                            params=opts.params)
+    directory = save_bundle(
+        tmp_path / "bundle", final=final, prepared=prepared, cfg=cfg, model_type=family, params=opts.params
+    )
     bundle = load_bundle(directory)
     assert bundle.model_type is family and bundle.task is task and bundle.classes == prepared.classes
     # Raw rows in time order, target dropped: the LSTM's windows then see each entity's history, as
@@ -190,13 +202,17 @@ def test_feature_selection_sees_training_rows_only(monkeypatch):
     np.testing.assert_array_equal(seen["X"], before)
     np.testing.assert_array_equal(seen["y"], prepared.y["train"])
     assert seen["plan"] is prepared.plan
-    assert all(f.train.max() < splits.train.height and f.valid.max() < splits.train.height
-               for f in prepared.plan.folds)
+    assert all(
+        f.train.max() < splits.train.height and f.valid.max() < splits.train.height
+        for f in prepared.plan.folds
+    )
     # What survived is exactly the kept columns of the training matrix, in every split.
     assert prepared.selection is not None and prepared.names == prepared.selection.kept
     np.testing.assert_array_equal(prepared.X["train"], before[:, prepared.kept])
     for split, frame in (("validation", splits.validation), ("test", splits.test)):
-        np.testing.assert_array_equal(prepared.X[split], prepared.preprocessor.transform(frame)[:, prepared.kept])
+        np.testing.assert_array_equal(
+            prepared.X[split], prepared.preprocessor.transform(frame)[:, prepared.kept]
+        )
     assert {"x1", "x2"} <= set(prepared.names)
 
 
@@ -244,7 +260,9 @@ def test_class_weights_and_sequence_augmentation_touch_training_rows_only(monkey
     sequences = record(monkeypatch, augment, "augment_sequences")
     weights: list[int] = []
     real_weights = balancing.sample_weights
-    monkeypatch.setattr(balancing, "sample_weights", lambda y, k: weights.append(len(y)) or real_weights(y, k))
+    monkeypatch.setattr(
+        balancing, "sample_weights", lambda y, k: weights.append(len(y)) or real_weights(y, k)
+    )
     opts = options(cfg, ModelType.LSTM, {"max_epochs": 2, "hidden_size": 8})
     cross_validate(prepared, opts)
     fit_final(prepared, opts)
@@ -283,14 +301,16 @@ def imbalanced(n: int = 6000, seed: int = 0) -> pl.DataFrame:
     x1, x2 = rng.normal(size=n), rng.normal(size=n)
     logit = -3.8 + 1.3 * x1 + 0.8 * x2
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return pl.DataFrame({
-        "ts": [START + timedelta(hours=i) for i in range(n)],
-        "x1": x1,
-        "x2": x2,
-        "x3": rng.normal(size=n),
-        "colour": rng.choice(["red", "green", "blue"], size=n),
-        "target": y,
-    })
+    return pl.DataFrame(
+        {
+            "ts": [START + timedelta(hours=i) for i in range(n)],
+            "x1": x1,
+            "x2": x2,
+            "x3": rng.normal(size=n),
+            "colour": rng.choice(["red", "green", "blue"], size=n),
+            "target": y,
+        }
+    )
 
 
 # Small trees: with LightGBM's defaults a weighted fit overfits the few positives, and early stopping on
@@ -321,8 +341,10 @@ def test_class_balancing_raises_balanced_accuracy():
 
 
 # Sequences have one augmentation (jitter and scaling); the method only chooses among tabular ones.
-@pytest.mark.parametrize(("family", "method"), [(ModelType.RANDOM_FOREST, "auto"),
-                                                (ModelType.RANDOM_FOREST, "mixup"), (ModelType.LSTM, "auto")])
+@pytest.mark.parametrize(
+    ("family", "method"),
+    [(ModelType.RANDOM_FOREST, "auto"), (ModelType.RANDOM_FOREST, "mixup"), (ModelType.LSTM, "auto")],
+)
 def test_augmentation_still_learns(family, method):
     cfg = panel_config(data_augmentation=True, augmentation_method=method)
     prepared = prepare(prepare_splits(panel(Task.MULTICLASS), cfg, seed=0), cfg, NO_CV)
@@ -352,8 +374,11 @@ def test_resolve_metric_rejects_a_metric_of_another_task():
 
 def test_chosen_metric_drives_cross_validation():
     cfg = panel_config()
-    prepared = prepare(prepare_splits(panel(Task.BINARY), cfg, seed=0), cfg,
-                       ValidationConfig(metric="accuracy", cv_folds=FOLDS))
+    prepared = prepare(
+        prepare_splits(panel(Task.BINARY), cfg, seed=0),
+        cfg,
+        ValidationConfig(metric="accuracy", cv_folds=FOLDS),
+    )
     assert prepared.metric == "accuracy"
     opts = options(cfg, ModelType.LIGHTGBM)
     cv = cross_validate(prepared, opts)

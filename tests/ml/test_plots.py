@@ -44,8 +44,15 @@ def synthetic_trials(n: int = 40, seed: int = 0) -> list[dict]:
         b = float(rng.uniform(0, 1))
         kind = str(rng.choice(["x", "y"]))
         score = 3.0 * a + 0.02 * rng.normal()
-        trials.append({"number": i, "state": "COMPLETE", "score": score, "family": "lightgbm",
-                       "params": {"a": a, "b": b, "kind": kind}})
+        trials.append(
+            {
+                "number": i,
+                "state": "COMPLETE",
+                "score": score,
+                "family": "lightgbm",
+                "params": {"a": a, "b": b, "kind": kind},
+            }
+        )
     return trials
 
 
@@ -109,8 +116,12 @@ def test_residuals(tmp_path):
 
 
 def test_cv_scores(tmp_path):
-    scores = {"lightgbm": [0.81, 0.83, 0.80, 0.82, 0.84], "xgboost": [0.80, 0.82, 0.81, 0.80, 0.83],
-              "random_forest": [0.78, 0.79, float("nan"), 0.77, 0.80], "single": [0.7]}
+    scores = {
+        "lightgbm": [0.81, 0.83, 0.80, 0.82, 0.84],
+        "xgboost": [0.80, 0.82, 0.81, 0.80, 0.83],
+        "random_forest": [0.78, 0.79, float("nan"), 0.77, 0.80],
+        "single": [0.7],
+    }
     path = tmp_path / "cv.png"
     assert_png(plots.cv_scores_plot(scores, "roc_auc", path), path)
 
@@ -179,8 +190,12 @@ def test_single_points_still_plot(tmp_path):
     p = tmp_path / "one.png"
     assert_png(plots.residual_plot(np.array([1.0]), np.array([1.0]), p), p)
     p2 = tmp_path / "one_trial.png"
-    assert_png(plots.optimization_history_plot([{"number": 0, "state": "COMPLETE", "score": 0.5}], "auc",
-                                               "maximize", p2), p2)
+    assert_png(
+        plots.optimization_history_plot(
+            [{"number": 0, "state": "COMPLETE", "score": 0.5}], "auc", "maximize", p2
+        ),
+        p2,
+    )
     p3 = tmp_path / "one_class.png"
     assert_png(plots.confusion_matrix_plot(np.zeros(5, int), np.zeros(5, int), ["a", "b"], p3), p3)
 

@@ -23,10 +23,19 @@ OUT = Path(__file__).parent / "histories"
 
 
 def request(job_id: str, data: str, **hp) -> dict:
-    return {"training_id": job_id, "model_type": "LIGHTGBM", "model_name": "churn",
-            "dataset_config": {"source": data, "target": "churned", "timestamp_column": "event_time",
-                               "entity_column": "customer_id", **DEMO_PERIODS},
-            "hyperparameter_config": {"optimization_method": "none", **hp}}
+    return {
+        "training_id": job_id,
+        "model_type": "LIGHTGBM",
+        "model_name": "churn",
+        "dataset_config": {
+            "source": data,
+            "target": "churned",
+            "timestamp_column": "event_time",
+            "entity_column": "customer_id",
+            **DEMO_PERIODS,
+        },
+        "hyperparameter_config": {"optimization_method": "none", **hp},
+    }
 
 
 def run(api: httpx.Client, body: dict, cancel_after: float | None = None) -> None:
@@ -54,11 +63,15 @@ def main(data: str) -> None:
     stamp = time.strftime("%H%M%S")
     jobs = {
         "completed-plain": (request(f"rec_plain_{stamp}", data), None),
-        "completed-tuned": (request(f"rec_tuned_{stamp}", data, optimization_method="tpe",
-                                    optimization_trials=12), None),
+        "completed-tuned": (
+            request(f"rec_tuned_{stamp}", data, optimization_method="tpe", optimization_trials=12),
+            None,
+        ),
         "failed-missing-source": (request(f"rec_failed_{stamp}", "/nonexistent.parquet"), None),
-        "cancelled-during-tuning": (request(f"rec_cancel_{stamp}", data, optimization_method="tpe",
-                                            optimization_trials=1000), 20.0),
+        "cancelled-during-tuning": (
+            request(f"rec_cancel_{stamp}", data, optimization_method="tpe", optimization_trials=1000),
+            20.0,
+        ),
     }
     with httpx.Client(base_url=Settings().api.base_url, timeout=60) as api:
         for name, (body, cancel_after) in jobs.items():

@@ -13,13 +13,29 @@ FAMILIES = ["LIGHTGBM", "XGBOOST", "RANDOM_FOREST", "NEURAL_NETWORK"]
 
 
 def leaders(higher_is_better: bool = True) -> _Leaders:
-    return _Leaders({f: f"job/{f.lower()}" for f in FAMILIES}, 1, 4, START, START + timedelta(seconds=90),
-                    higher_is_better)
+    return _Leaders(
+        {f: f"job/{f.lower()}" for f in FAMILIES},
+        1,
+        4,
+        START,
+        START + timedelta(seconds=90),
+        higher_is_better,
+    )
 
 
 def progress(**best: float | None) -> dict[str, TuningProgress]:
-    return {f: TuningProgress(family=ModelType(f), completed=int(v is not None), pruned=0, failed=0, running=1,
-                              total=100, best_score=v) for f, v in best.items()}
+    return {
+        f: TuningProgress(
+            family=ModelType(f),
+            completed=int(v is not None),
+            pruned=0,
+            failed=0,
+            running=1,
+            total=100,
+            best_score=v,
+        )
+        for f, v in best.items()
+    }
 
 
 def test_no_family_is_judged_before_the_first_rung_or_before_every_family_finished_a_trial():
@@ -27,7 +43,9 @@ def test_no_family_is_judged_before_the_first_rung_or_before_every_family_finish
     scores = progress(LIGHTGBM=0.9, XGBOOST=0.8, RANDOM_FOREST=0.7, NEURAL_NETWORK=0.6)
     assert board.trailing(START + timedelta(seconds=29), scores) == []  # a third of 90 s is 30 s
     waiting = {**scores, **progress(NEURAL_NETWORK=None)}
-    assert board.trailing(START + timedelta(seconds=40), waiting) == []  # the network has no finished trial yet
+    assert (
+        board.trailing(START + timedelta(seconds=40), waiting) == []
+    )  # the network has no finished trial yet
     assert board.rung == 0
 
 

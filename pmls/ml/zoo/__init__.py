@@ -34,8 +34,13 @@ def registry() -> dict[ModelType, ZooEntry]:
     entries = {}
     for model_type, (_, cls_name) in FAMILIES.items():
         module = _module(model_type)
-        entries[model_type] = ZooEntry(model_type, getattr(module, cls_name), module.DEFAULT_SPACE,
-                                       module.KNOWN_PARAMS, sequential=model_type is ModelType.LSTM)
+        entries[model_type] = ZooEntry(
+            model_type,
+            getattr(module, cls_name),
+            module.DEFAULT_SPACE,
+            module.KNOWN_PARAMS,
+            sequential=model_type is ModelType.LSTM,
+        )
     return entries
 
 

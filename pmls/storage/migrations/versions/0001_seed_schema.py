@@ -96,7 +96,10 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     )
     op.create_index(
-        "event_outbox_unpublished_idx", "event_outbox", ["id"], postgresql_where=sa.text("published_at IS NULL")
+        "event_outbox_unpublished_idx",
+        "event_outbox",
+        ["id"],
+        postgresql_where=sa.text("published_at IS NULL"),
     )
 
     op.create_table(
@@ -117,5 +120,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("deployments", "event_outbox", "hyperparameter_experiments", "model_artifacts", "training_jobs"):
+    for table in (
+        "deployments",
+        "event_outbox",
+        "hyperparameter_experiments",
+        "model_artifacts",
+        "training_jobs",
+    ):
         op.drop_table(table)
