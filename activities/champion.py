@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 from temporalio import activity
 
-from activities.data import DataActivities
+from activities.workspace import Workspace
+from pmls.contracts import activities as contract
 from pmls.contracts.ids import model_id
 from pmls.contracts.workflow import ChampionComparison, CompareChampionInput
 from pmls.ml.metrics import HIGHER_IS_BETTER, compute_metrics
@@ -18,12 +19,12 @@ log = logging.getLogger("pmls.champion")
 MIN_COMPARISON_ROWS = 10  # fewer rows give a comparison that is mostly noise
 
 
-class ChampionActivities:
-    def __init__(self, registry: ModelRegistry, data: DataActivities) -> None:
+class ChampionActivities(contract.Champion):
+    def __init__(self, registry: ModelRegistry, workspace: Workspace) -> None:
         self.registry = registry
-        self.data = data
+        self.ws = workspace
 
-    @activity.defn(name="compare_champion")
+    @activity.defn
     def compare_champion(self, inp: CompareChampionInput) -> ChampionComparison:
         """Score the champion (alias ``production``, else the latest version) exactly as the new model, on the
         test rows neither was fitted on."""
@@ -60,7 +61,7 @@ class ChampionActivities:
         model's figures come from its fit that never saw the test period)."""
         import mlflow
 
-        prepared = self.data.prepared.get(inp.prepared.uri)
+        prepared = self.ws.prepared(inp.prepared.uri)
         test = pl.read_parquet(inp.splits.test.uri)
         loaded = mlflow.pyfunc.load_model(uri)
         unseen = _unseen_by(loaded, test)

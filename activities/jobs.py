@@ -19,15 +19,16 @@ from pmls.contracts import (
     TrainingCompletedEvent,
     TrainingStatus,
 )
+from pmls.contracts import activities as contract
 from pmls.contracts.ids import completed_event_id
-from pmls.contracts.workflow import CompleteJobInput, JobStatusUpdate, RegisteredModel, RegisterModelInput
+from pmls.contracts.workflow import CompleteJobInput, Progress, RegisteredModel, RegisterModelInput
 from pmls.storage.cache import Cache
 from pmls.storage.events import relay_outbox
 from pmls.storage.postgres import ExperimentStore, JobStore, Outbox, add_event, upsert_artifact
 from pmls.storage.registry import ModelRegistry
 
 
-class JobActivities:
+class JobActivities(contract.Jobs):
     def __init__(self, pool: asyncpg.Pool, cache: Cache, registry: ModelRegistry) -> None:
         self.jobs = JobStore(pool)
         self.outbox = Outbox(pool)
@@ -35,14 +36,14 @@ class JobActivities:
         self.cache = cache
         self.registry = registry
 
-    @activity.defn(name="record_job_status")
-    async def record_job_status(self, update: JobStatusUpdate) -> None:
+    @activity.defn
+    async def record_job_status(self, update: Progress) -> None:
         """PostgreSQL first (the truth), then the Redis copy."""
         job = await self.jobs.update(
             job_id=update.job_id,
             status=update.status,
             stage=update.stage,
-            progress=update.progress,
+            progress=update.progress_percentage,
             metrics=update.metrics,
             error=update.error,
             model_id=update.model_id,
@@ -53,7 +54,7 @@ class JobActivities:
         if update.status is not TrainingStatus.QUEUED:
             await self.cache.dequeue(update.job_id)
 
-    @activity.defn(name="register_model")
+    @activity.defn
     async def register_model(self, inp: RegisterModelInput) -> RegisteredModel:
         """Log the run with its plots and register the pyfunc model (MLflow's client is sync: a thread)."""
         trials = await ExperimentStore(self.pool).list(inp.job_id)
@@ -78,7 +79,7 @@ class JobActivities:
                 plots_dir=Path(tmp),
             )
 
-    @activity.defn(name="complete_job")
+    @activity.defn
     async def complete_job(self, inp: CompleteJobInput) -> ModelArtifact:
         """One transaction: the artifact row, the COMPLETED job and the outbox event; then the relay."""
         artifact = build_artifact(inp)

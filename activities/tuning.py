@@ -12,8 +12,9 @@ import optuna
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
-from activities.data import DataActivities, _heartbeat
 from activities.errors import input_errors
+from activities.workspace import Workspace, heartbeat
+from pmls.contracts import activities as contract
 from pmls.contracts.experiments import HyperparameterExperiment
 from pmls.contracts.tuning import (
     CollectInput,
@@ -46,12 +47,12 @@ class StudyUnavailable(RuntimeError):
     """The study storage failed mid-trial: retry the activity, do not blame the parameters."""
 
 
-class TrialActivities:
-    def __init__(self, data: DataActivities, studies: StudyStore) -> None:
-        self.data = data
+class TrialActivities(contract.Trials):
+    def __init__(self, workspace: Workspace, studies: StudyStore) -> None:
+        self.ws = workspace
         self.studies = studies
 
-    @activity.defn(name="run_trials")
+    @activity.defn
     def run_trials(self, inp: TrialBatchInput) -> TrialBatch:
         """Run trials back to back in this slot: ask, cross-validate (each fold reported to the pruner),
         tell. A short trial costs no Temporal round trip of its own, so the slot stays busy. A failed trial
@@ -103,12 +104,12 @@ class TrialActivities:
             if prune and index < spec.folds - 1:
                 raise optuna.TrialPruned()
 
-        prepared = self.data.prepared.get(inp.prepared.uri)
+        prepared = self.ws.prepared(inp.prepared.uri)
         opts = FitOptions.from_config(
-            inp.dataset_config, spec.family, params, seed=inp.seed, num_threads=self.data.threads
+            inp.dataset_config, spec.family, params, seed=inp.seed, num_threads=self.ws.threads
         )
         try:
-            cv = cross_validate(prepared, opts, callbacks=[_heartbeat], on_fold=on_fold)
+            cv = cross_validate(prepared, opts, callbacks=[heartbeat], on_fold=on_fold)
         except optuna.TrialPruned:
             return TrialResult(
                 **base,
@@ -127,7 +128,7 @@ class TrialActivities:
                 fold_scores=folds,
                 duration_seconds=time.monotonic() - started,
             )
-        oof_uri = self.data.save_oof(inp.job_id, f"{spec.family.value.lower()}-trial-{trial.number}", cv.oof)
+        oof_uri = self.ws.save_oof(inp.job_id, f"{spec.family.value.lower()}-trial-{trial.number}", cv.oof)
         return TrialResult(
             **base,
             state="COMPLETE",
@@ -139,7 +140,7 @@ class TrialActivities:
         )
 
 
-class StudyActivities:
+class StudyActivities(contract.Studies):
     def __init__(
         self, studies: StudyStore, experiments: ExperimentStore, cache: Cache, registry: ModelRegistry
     ) -> None:
@@ -148,7 +149,7 @@ class StudyActivities:
         self.cache = cache
         self.registry = registry
 
-    @activity.defn(name="create_study")
+    @activity.defn
     async def create_study(self, inp: CreateStudyInput) -> StudySpec:
         """Plan the search (space, sampler, pruner, portfolio), create the study once, enqueue the portfolio."""
         with input_errors():
@@ -156,26 +157,26 @@ class StudyActivities:
         await asyncio.to_thread(self.studies.create, spec)
         return spec
 
-    @activity.defn(name="start_mlflow_run")
+    @activity.defn
     async def start_mlflow_run(self, inp: StartRunInput) -> str:
         """The job's parent MLflow run, before the trials nest under it (idempotent)."""
         return await asyncio.to_thread(
             self.registry.start_run, job_id=inp.job_id, request=inp.request, seed=inp.seed
         )
 
-    @activity.defn(name="end_mlflow_run")
+    @activity.defn
     async def end_mlflow_run(self, inp: EndRunInput) -> None:
         """Close the job's MLflow run as FAILED or KILLED when the job failed or was cancelled."""
         await asyncio.to_thread(self.registry.end_run, inp.mlflow_run_id, inp.status)
 
-    @activity.defn(name="collect_trials")
+    @activity.defn
     async def collect_trials(self, inp: CollectInput) -> list[TrialResult]:
         """The trials of a batch that was cancelled or failed for good: kept if told, settled if not."""
         return await asyncio.to_thread(
             self.studies.collect, inp.study, inp.batch, state=inp.state, error=inp.error
         )
 
-    @activity.defn(name="record_trials")
+    @activity.defn
     async def record_trials(self, inp: RecordTrialsInput) -> None:
         """Rows in PostgreSQL and the job's trial list in Redis (the nested MLflow runs: ``log_trials``).
         Every result here is already told to the study: by its batch, or by ``collect_trials``."""
@@ -184,7 +185,7 @@ class StudyActivities:
         trials = [HyperparameterExperiment.model_validate(r) for r in await self.experiments.list(inp.job_id)]
         await self.cache.set_experiments(inp.job_id, trials)
 
-    @activity.defn(name="log_trials")
+    @activity.defn
     async def log_trials(self, inp: LogTrialsInput) -> None:
         """One nested MLflow run per trial under the job's run (parameters, CV score per fold), idempotent."""
         await asyncio.to_thread(self.registry.log_trials, inp.mlflow_run_id, inp.family.value, inp.results)

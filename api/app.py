@@ -17,7 +17,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from pmls.storage.cache import Cache
     from pmls.storage.postgres import ArtifactStore, DeploymentStore, ExperimentStore, JobStore, create_pool
     from pmls.storage.registry import ModelRegistry
-    from workers.main import connect_temporal
+    from pmls.temporal import connect_temporal
 
     settings: Settings = app.state.settings
     pool = await create_pool(settings.database.url, max_size=10)

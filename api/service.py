@@ -31,23 +31,25 @@ from pmls.contracts import (
 )
 from pmls.contracts.errors import ConflictError, NotFoundError, UnavailableError, UnsupportedError
 from pmls.contracts.experiments import HyperparameterExperiment
-from pmls.contracts.ids import TRAINING_WORKFLOW, new_job_id, request_hash
+from pmls.contracts.ids import new_job_id, request_hash
 from pmls.contracts.params import unknown_parameters
+from pmls.contracts.temporal import (
+    MEMO_TRIAL_SLOTS,
+    MEMO_TRIALS_QUEUE,
+    MODEL_NAME_KEY,
+    MODEL_TYPE_KEY,
+    STATUS_KEY,
+    TRAINING_MODE_KEY,
+)
 from pmls.contracts.workflow import Progress, TrainingWorkflowInput
 from pmls.settings import Settings
 from pmls.storage.cache import Cache
 from pmls.storage.postgres import ArtifactStore, DeploymentStore, ExperimentStore, JobStore
 from pmls.storage.registry import ModelRegistry
-from workflows.training import MODEL_NAME_KEY, MODEL_TYPE_KEY, STATUS_KEY, TRAINING_MODE_KEY
+from pmls.temporal import CLOSED, closed_outside
+from workflows.training import TrainingWorkflow
 
 log = logging.getLogger("pmls.api")
-CLOSED = {
-    WorkflowExecutionStatus.COMPLETED: TrainingStatus.COMPLETED,
-    WorkflowExecutionStatus.FAILED: TrainingStatus.FAILED,
-    WorkflowExecutionStatus.TERMINATED: TrainingStatus.FAILED,
-    WorkflowExecutionStatus.TIMED_OUT: TrainingStatus.FAILED,
-    WorkflowExecutionStatus.CANCELED: TrainingStatus.CANCELLED,
-}
 
 
 def check_supported(request: TrainingRequest) -> None:
@@ -126,7 +128,7 @@ class JobService:
         cfg = request.dataset_config
         try:
             await self.temporal.start_workflow(
-                TRAINING_WORKFLOW,
+                TrainingWorkflow.run,
                 TrainingWorkflowInput(job_id=job_id, request=request),
                 id=job_id,
                 task_queue=t.task_queue,
@@ -135,8 +137,8 @@ class JobService:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=attrs,
                 memo={
-                    "trials_task_queue": t.trials_task_queue,
-                    "trial_slots": self.settings.worker.trial_slots,
+                    MEMO_TRIALS_QUEUE: t.trials_task_queue,
+                    MEMO_TRIAL_SLOTS: self.settings.worker.trial_slots,
                 },
                 static_summary=f"{request.model_type.value} {request.training_mode.value} -> {request.lineage}",
                 static_details=f"target `{cfg.target}` from `{cfg.source}`",
@@ -158,27 +160,20 @@ class JobService:
         return job
 
     async def _live(self, job: TrainingJob) -> TrainingJob:
-        """Enrich a running job from the workflow; reconcile a job whose workflow closed behind our back."""
+        """A running job as the workflow sees it now (read only: the workflow and the reconciler write the row)."""
         handle = self.temporal.get_workflow_handle(job.job_id)
         try:
             desc = await handle.describe(rpc_timeout=_seconds(2))
         except RPCError:
             return job
-        if desc.status in CLOSED:
-            status = CLOSED[desc.status]
-            if status is not TrainingStatus.COMPLETED:  # COMPLETED is recorded by the workflow itself
-                reason = f"workflow {desc.status.name.lower()} outside the service"
-                updated = await self.jobs.update(
-                    job_id=job.job_id,
-                    status=status,
-                    stage=job.current_stage,
-                    progress=job.progress_percentage,
-                    error=reason,
-                )
-                return updated or job
-            return job
+        reason = closed_outside(desc.status)
+        if reason is not None:
+            # Read only: the reconciler in the training worker records it (pmls.temporal.reconcile_closed_jobs).
+            return job.model_copy(update={"status": CLOSED[desc.status], "error": job.error or reason})
+        if desc.status is not WorkflowExecutionStatus.RUNNING:
+            return job  # COMPLETED: the workflow records it itself, the row follows in a moment
         try:
-            progress: Progress = await handle.query("progress", result_type=Progress, rpc_timeout=_seconds(2))
+            progress: Progress = await handle.query(TrainingWorkflow.progress, rpc_timeout=_seconds(2))
         except (RPCError, WorkflowFailureError):
             return job
         return job.model_copy(

@@ -60,9 +60,10 @@ import numpy as np
 import polars as pl
 
 from pmls.contracts import DatasetConfig, ModelType, ValidationConfig
-from pmls.ml.data import load_source, prepare_splits
+from pmls.ml.data import prepare_splits
 from pmls.ml.pipeline import FitOptions, cross_validate, higher_is_better, prepare
 from pmls.ml.search import distributions, make_sampler, merge_space
+from pmls.ml.sources import load_source
 
 FAMILY = ModelType.LIGHTGBM
 THREADS = 2
@@ -278,7 +279,7 @@ def tuning_closed_at(settings, workflow_id: str) -> float | None:
     """When the TuningWorkflow closed (epoch seconds), from Temporal."""
     import asyncio
 
-    from workers.main import connect_temporal
+    from pmls.temporal import connect_temporal
 
     async def closed() -> float | None:
         client = await connect_temporal(settings)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pmls.contracts.temporal import TRAINING_QUEUE, TRIALS_QUEUE
 from pmls.settings import Settings
 
 app = typer.Typer(
@@ -264,7 +265,12 @@ def deploy(model_id: str, alias: str = "production") -> None:
 # -- processes ---------------------------------------------------------------------------------
 @app.command()
 def worker(
-    queue: Annotated[str, typer.Option(help="task queue: pmls-training or pmls-trials")] = "pmls-training",
+    queue: Annotated[
+        str,
+        typer.Option(
+            help=f"task queue: {TRAINING_QUEUE} (PMLS_TASK_QUEUE) or {TRIALS_QUEUE} (PMLS_TRIALS_TASK_QUEUE)"
+        ),
+    ] = TRAINING_QUEUE,
     slots: Annotated[
         int | None,
         typer.Option(min=1, help="pmls-trials: trials this process runs at once (default: PMLS_TRIAL_SLOTS)"),

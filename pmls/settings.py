@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pmls.contracts.temporal import TRAINING_QUEUE, TRIALS_QUEUE
+
 _ENV = SettingsConfigDict(env_prefix="PMLS_", extra="ignore")
 
 
@@ -25,8 +27,8 @@ class TemporalSettings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
-    task_queue: str = Field("pmls-training", description="workflows and light I/O activities")
-    trials_task_queue: str = Field("pmls-trials", description="CPU training activities")
+    task_queue: str = Field(TRAINING_QUEUE, description="workflows and light I/O activities")
+    trials_task_queue: str = Field(TRIALS_QUEUE, description="CPU training activities")
 
     @property
     def embedded(self) -> bool:
@@ -129,6 +131,11 @@ class WorkerSettings(BaseSettings):
         "trials never share an interpreter lock; fewer saves ~0.8 GB of memory each)",
     )
     relay_interval_seconds: float = 2.0
+    reconcile_interval_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="how often a training worker looks for jobs whose runs were closed from outside",
+    )
 
     @property
     def processes(self) -> int:

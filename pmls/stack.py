@@ -24,16 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pmls.contracts.temporal import SEARCH_ATTRIBUTES
 from pmls.settings import Settings
 
 log = logging.getLogger("pmls.stack")
 
-SEARCH_ATTRIBUTES = {
-    "TrainingStatus": "Keyword",
-    "ModelType": "Keyword",
-    "TrainingMode": "Keyword",
-    "ModelName": "Keyword",
-}
 PG_SYSTEM_USER = "embedded_postgres"
 
 
@@ -209,7 +204,7 @@ class Stack:
         from temporalio.api.taskqueue.v1 import TaskQueue
         from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-        from workers.main import connect_temporal
+        from pmls.temporal import connect_temporal
 
         t = self.settings.temporal
         kinds = {

@@ -37,7 +37,7 @@ def wait_for(
 
 def temporal(settings: Settings, coro_fn: Callable) -> object:
     """Run one coroutine against a fresh Temporal client (tests are sync; the SDK is async)."""
-    from workers.main import connect_temporal
+    from pmls.temporal import connect_temporal
 
     async def main():
         return await coro_fn(await connect_temporal(settings))

@@ -18,20 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from pmls.contracts.activities import ON_TRAINING_QUEUE, ON_TRIALS_QUEUE, activities_of
 from pmls.settings import Settings
+from pmls.temporal import connect_temporal
 
 log = logging.getLogger("pmls.worker")
-
-
-async def connect_temporal(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal.address,
-        namespace=settings.temporal.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 async def _relay_forever(outbox, cache, interval: float) -> None:
@@ -45,11 +38,22 @@ async def _relay_forever(outbox, cache, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+async def _reconcile_forever(client: Client, jobs, cache, interval: float) -> None:
+    from pmls.temporal import reconcile_closed_jobs
+
+    while True:
+        try:
+            await reconcile_closed_jobs(client, jobs, cache)
+        except Exception as exc:  # noqa: BLE001 - like the relay, it must outlive a Temporal or database blip
+            log.warning("job reconciler: %s", exc)
+        await asyncio.sleep(interval)
+
+
 async def run_training_worker(settings: Settings, client: Client, stop: asyncio.Event) -> None:
     from activities.jobs import JobActivities
     from activities.tuning import StudyActivities
     from pmls.storage.cache import Cache
-    from pmls.storage.postgres import ExperimentStore, Outbox, create_pool
+    from pmls.storage.postgres import ExperimentStore, JobStore, Outbox, create_pool
     from pmls.storage.registry import ModelRegistry
     from pmls.storage.studies import StudyStore
     from workflows.training import TrainingWorkflow
@@ -63,26 +67,20 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
         StudyStore(settings.database.optuna_url), ExperimentStore(pool), cache, registry
     )
     relay = asyncio.create_task(_relay_forever(Outbox(pool), cache, settings.worker.relay_interval_seconds))
+    reconciler = asyncio.create_task(
+        _reconcile_forever(client, JobStore(pool), cache, settings.worker.reconcile_interval_seconds)
+    )
     worker = Worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=[TrainingWorkflow, TuningWorkflow],
-        activities=[
-            jobs.record_job_status,
-            jobs.register_model,
-            jobs.complete_job,
-            studies.create_study,
-            studies.start_mlflow_run,
-            studies.end_mlflow_run,
-            studies.collect_trials,
-            studies.record_trials,
-            studies.log_trials,
-        ],
+        activities=activities_of(ON_TRAINING_QUEUE, jobs, studies),
     )
     try:
         await _run_until(worker, stop)
     finally:
         relay.cancel()
+        reconciler.cancel()
         await cache.close()
         await pool.close()
 
@@ -97,7 +95,9 @@ async def run_trials_worker(
 ) -> None:
     from activities.champion import ChampionActivities
     from activities.data import DataActivities
+    from activities.training import TrainingActivities
     from activities.tuning import TrialActivities
+    from activities.workspace import Workspace
     from pmls.storage.registry import ModelRegistry
     from pmls.storage.studies import StudyStore
 
@@ -107,23 +107,16 @@ async def run_trials_worker(
         "trials worker: %d slot%s of %d thread%s", slots, "s" * (slots > 1), threads, "s" * (threads > 1)
     )
     _limit_torch_threads(threads)
-    data = DataActivities(settings.artifacts, threads_per_trial=threads)
-    trials = TrialActivities(data, StudyStore(settings.database.optuna_url))
-    champion = ChampionActivities(ModelRegistry(settings.mlflow.tracking_uri), data)
+    ws = Workspace(settings.artifacts, threads_per_trial=threads)
+    trials = TrialActivities(ws, StudyStore(settings.database.optuna_url))
+    champion = ChampionActivities(ModelRegistry(settings.mlflow.tracking_uri), ws)
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
         worker = Worker(
             client,
             task_queue=settings.temporal.trials_task_queue,
-            activities=[
-                data.load_dataset,
-                data.split_dataset,
-                data.prepare_features,
-                data.cross_validate,
-                data.fit_final,
-                data.build_ensemble,
-                trials.run_trials,
-                champion.compare_champion,
-            ],
+            activities=activities_of(
+                ON_TRIALS_QUEUE, DataActivities(ws), TrainingActivities(ws), trials, champion
+            ),
             activity_executor=executor,
             max_concurrent_activities=slots,
             # Heartbeats carry cancellation back: send them often enough that a cancel lands in ~1 s.

@@ -8,11 +8,12 @@ import math
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
-from temporalio.workflow import ActivityCancellationType
 
+from workflows.calls import child_memo, cpu, io
 from workflows.patches import FOLLOW_LEADERS_PATCH, MLFLOW_RUN_PATCH
+from workflows.tuning import TuningWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from pmls.contracts import (
@@ -22,55 +23,46 @@ with workflow.unsafe.imports_passed_through():
         TrainingMetrics,
         TrainingStatus,
     )
+    from pmls.contracts import activities as contract
     from pmls.contracts.durations import parse_duration
     from pmls.contracts.models import ModelArtifact
     from pmls.contracts.params import ensemble_families, fixed_parameters
+    from pmls.contracts.temporal import (
+        CANCEL_SIGNAL,
+        MEMO_TRIAL_SLOTS,
+        MEMO_TRIALS_PER_RUN,
+        PROGRESS_QUERY,
+        STATUS_KEY,
+        TRAINING_WORKFLOW,
+        TUNING_PROGRESS_SIGNAL,
+    )
     from pmls.contracts.tuning import (
         TRIALS_PER_RUN,
         CreateStudyInput,
         EndRunInput,
         LogTrialsInput,
         StartRunInput,
-        StudySpec,
         TuningInput,
         TuningProgress,
         TuningResult,
     )
     from pmls.contracts.workflow import (
         BuildEnsembleInput,
-        ChampionComparison,
         CompareChampionInput,
         CompleteJobInput,
         CrossValidateInput,
         CVScore,
-        DatasetRef,
         EnsembleCandidate,
         FitFinalInput,
-        JobStatusUpdate,
         LoadDatasetInput,
         PreparedRef,
         PrepareInput,
         Progress,
-        RegisteredModel,
         RegisterModelInput,
         SplitDatasetInput,
-        SplitRef,
-        TrainedModelRef,
         TrainingOutcome,
         TrainingWorkflowInput,
     )
-
-STATUS_KEY = SearchAttributeKey.for_keyword("TrainingStatus")
-MODEL_TYPE_KEY = SearchAttributeKey.for_keyword("ModelType")
-TRAINING_MODE_KEY = SearchAttributeKey.for_keyword("TrainingMode")
-MODEL_NAME_KEY = SearchAttributeKey.for_keyword("ModelName")
-
-# Bad input never gets better by retrying.
-NON_RETRYABLE = ["DataError", "ValidationError", "UnsupportedError"]
-IO_RETRY = RetryPolicy(
-    maximum_attempts=8, maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE
-)
-CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
 
 # An ENSEMBLE search stops its trailing families at these shares of the tuning window (once every family still
 # searching has finished a trial), keeping the better half and never fewer than MIN_LEADERS families.
@@ -93,7 +85,7 @@ STAGES = {
 }
 
 
-@workflow.defn(name="TrainingWorkflow")
+@workflow.defn(name=TRAINING_WORKFLOW)
 class TrainingWorkflow:
     def __init__(self) -> None:
         self._job_id = ""
@@ -137,14 +129,14 @@ class TrainingWorkflow:
                 raise  # Temporal's own cancel: the execution closes as Cancelled
             return self._outcome()
 
-    @workflow.signal
+    @workflow.signal(name=CANCEL_SIGNAL)
     def cancel(self, reason: str | None = None) -> None:
         """Stop the job: running activities are cancelled through their heartbeats."""
         self._cancel_reason = reason or "cancelled by request"
         if self._pipeline is not None and not self._pipeline.done():
             self._pipeline.cancel()
 
-    @workflow.query
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> Progress:
         return Progress(
             job_id=self._job_id,
@@ -170,22 +162,20 @@ class TrainingWorkflow:
             self._mlflow_run = asyncio.create_task(self._start_mlflow_run(inp, seed))
 
         await self._enter("loading_data")
-        dataset = await self._cpu(
-            "load_dataset",
+        dataset = await cpu(
+            contract.Data.load_dataset,
             LoadDatasetInput(job_id=job_id, dataset_config=cfg),
-            DatasetRef,
             timeout=timedelta(minutes=30),
         )
         await self._enter("splitting")
-        splits = await self._cpu(
-            "split_dataset",
+        splits = await cpu(
+            contract.Data.split_dataset,
             SplitDatasetInput(job_id=job_id, dataset=dataset, dataset_config=cfg, seed=seed),
-            SplitRef,
             timeout=timedelta(minutes=30),
         )
         await self._enter("preparing")
-        prepared = await self._cpu(
-            "prepare_features",
+        prepared = await cpu(
+            contract.Data.prepare_features,
             PrepareInput(
                 job_id=job_id,
                 splits=splits,
@@ -193,7 +183,6 @@ class TrainingWorkflow:
                 validation_config=req.validation_config,
                 seed=seed,
             ),
-            PreparedRef,
             timeout=timedelta(hours=1),
         )
         found = await self._candidates(inp, prepared, seed)
@@ -202,8 +191,8 @@ class TrainingWorkflow:
         await self._enter("training")
         if req.model_type is ModelType.ENSEMBLE:
             candidates = [EnsembleCandidate(model_type=f, params=p, cv=cv) for f, p, cv in found]
-            trained = await self._cpu(
-                "build_ensemble",
+            trained = await cpu(
+                contract.Training.build_ensemble,
                 BuildEnsembleInput(
                     job_id=job_id,
                     prepared=prepared,
@@ -213,14 +202,13 @@ class TrainingWorkflow:
                     bag_folds=req.validation_config.bag_folds,
                     refit_full=req.validation_config.refit_full,
                 ),
-                TrainedModelRef,
                 timeout=timedelta(hours=4),
             )
         else:
             _family, params, cv = found[0]
             self._metrics = TrainingMetrics(cross_validation_scores=cv.scores)
-            trained = await self._cpu(
-                "fit_final",
+            trained = await cpu(
+                contract.Training.fit_final,
                 FitFinalInput(
                     job_id=job_id,
                     prepared=prepared,
@@ -231,7 +219,6 @@ class TrainingWorkflow:
                     cv=cv,
                     refit_full=req.validation_config.refit_full,
                 ),
-                TrainedModelRef,
                 timeout=timedelta(hours=4),
             )
         if self._allocation:
@@ -241,27 +228,25 @@ class TrainingWorkflow:
         self._metrics = trained.metrics
         await self._trial_runs_logged()
         await self._enter("comparing")
-        comparison = await self._cpu(
-            "compare_champion",
+        comparison = await cpu(
+            contract.Champion.compare_champion,
             CompareChampionInput(
                 job_id=job_id, request=req, splits=splits, prepared=prepared, trained=trained
             ),
-            ChampionComparison,
             timeout=timedelta(minutes=30),
         )
         await self._enter("registering")
-        registered = await self._io(
-            "register_model",
+        registered = await io(
+            contract.Jobs.register_model,
             RegisterModelInput(
                 job_id=job_id, request=req, splits=splits, trained=trained, comparison=comparison
             ),
-            RegisteredModel,
             timeout=timedelta(minutes=10),
         )
         self._model_id = registered.model_id
         await self._enter("publishing")
-        artifact = await self._io(
-            "complete_job",
+        artifact = await io(
+            contract.Jobs.complete_job,
             CompleteJobInput(
                 job_id=job_id,
                 request=req,
@@ -272,7 +257,6 @@ class TrainingWorkflow:
                 hyperparameter_trials=self._trials,
                 comparison=comparison,
             ),
-            ModelArtifact,
             timeout=timedelta(minutes=5),
         )
         self._status, self._stage, self._progress = TrainingStatus.COMPLETED, "completed", 100.0
@@ -296,8 +280,8 @@ class TrainingWorkflow:
         fixed = fixed_parameters(req.hyperparameter_config.search_space)
         cvs = await asyncio.gather(
             *(
-                self._cpu(
-                    "cross_validate",
+                cpu(
+                    contract.Training.cross_validate,
                     CrossValidateInput(
                         job_id=inp.job_id,
                         prepared=prepared,
@@ -306,7 +290,6 @@ class TrainingWorkflow:
                         params=fixed,
                         seed=seed,
                     ),
-                    CVScore,
                     timeout=timedelta(hours=4),
                 )
                 for family in families
@@ -325,12 +308,12 @@ class TrainingWorkflow:
             hp.optimization_trials if len(families) == 1 else max(2, hp.optimization_trials // len(families))
         )
         family_hp = hp.model_copy(update={"optimization_trials": share})
-        slots = hp.max_parallel_trials or int(workflow.memo_value("trial_slots", default=2))
+        slots = hp.max_parallel_trials or int(workflow.memo_value(MEMO_TRIAL_SLOTS, default=2))
         deadline, self._folds = self._tuning_deadline(req), max(prepared.cv_folds, 1)
 
         def create(family: ModelType):
-            return self._io(
-                "create_study",
+            return io(
+                contract.Studies.create_study,
                 CreateStudyInput(
                     job_id=job_id,
                     family=family,
@@ -338,7 +321,6 @@ class TrainingWorkflow:
                     prepared=prepared,
                     seed=seed,
                 ),
-                StudySpec,
             )
 
         if self._mlflow_run is None:  # a job started before MLFLOW_RUN_PATCH: its history has this order
@@ -370,18 +352,17 @@ class TrainingWorkflow:
                 seed=seed,
                 parallel=parallel,
                 deadline=deadline,
-                trials_per_run=int(workflow.memo_value("trials_per_run", default=TRIALS_PER_RUN)),
+                trials_per_run=int(workflow.memo_value(MEMO_TRIALS_PER_RUN, default=TRIALS_PER_RUN)),
             )
             tasks.append(
                 (
                     study,
                     asyncio.create_task(
                         workflow.execute_child_workflow(
-                            "TuningWorkflow",
+                            TuningWorkflow.run,
                             child,
                             id=study.study,
-                            result_type=TuningResult,
-                            memo=_child_memo(),
+                            memo=child_memo(),
                             static_summary=f"tuning {family.value}: {study.limit} trials, {study.method}",
                         )
                     ),
@@ -397,10 +378,9 @@ class TrainingWorkflow:
             # The searches' last nested runs, logged while the final model fits (awaited before comparing).
             self._trial_logs = [
                 asyncio.create_task(
-                    self._io(
-                        "log_trials",
+                    io(
+                        contract.Studies.log_trials,
                         LogTrialsInput(mlflow_run_id=run_id, family=study.family, results=result.unlogged),
-                        None,
                     )
                 )
                 for study, result in results
@@ -409,8 +389,9 @@ class TrainingWorkflow:
         return self._best_per_family(prepared, results)
 
     async def _start_mlflow_run(self, inp: TrainingWorkflowInput, seed: int) -> str:
-        return await self._io(
-            "start_mlflow_run", StartRunInput(job_id=inp.job_id, request=inp.request, seed=seed), str
+        return await io(
+            contract.Studies.start_mlflow_run,
+            StartRunInput(job_id=inp.job_id, request=inp.request, seed=seed),
         )
 
     async def _trial_runs_logged(self) -> None:
@@ -428,8 +409,8 @@ class TrainingWorkflow:
             return
         with contextlib.suppress(Exception):
             run_id = await self._mlflow_run
-            await workflow.execute_activity(
-                "end_mlflow_run",
+            await workflow.execute_activity_method(
+                contract.Studies.end_mlflow_run,
                 EndRunInput(mlflow_run_id=run_id, status=status),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3),
@@ -491,7 +472,7 @@ class TrainingWorkflow:
                 self._dirty = False
                 await self._record()
 
-    @workflow.signal
+    @workflow.signal(name=TUNING_PROGRESS_SIGNAL)
     def tuning_progress(self, progress: TuningProgress) -> None:
         self._tuning_by_family[progress.family.value] = progress
         every = list(self._tuning_by_family.values())
@@ -522,28 +503,6 @@ class TrainingWorkflow:
             )
 
     # -- helpers -------------------------------------------------------------------------------
-    async def _cpu(self, name: str, arg, result_type, *, timeout: timedelta):
-        return await workflow.execute_activity(
-            name,
-            arg,
-            result_type=result_type,
-            task_queue=_trials_queue(),
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=CPU_RETRY,
-            # The job is CANCELLED only once training has really stopped and freed its slot.
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
-
-    async def _io(self, name: str, arg, result_type, *, timeout: timedelta = timedelta(minutes=2)):
-        return await workflow.execute_activity(
-            name,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timeout,
-            retry_policy=IO_RETRY,
-        )
-
     async def _enter(self, stage: str, *, status: TrainingStatus | None = None) -> None:
         first = self._status is TrainingStatus.QUEUED
         self._stage, self._progress = stage, float(STAGES[stage])
@@ -555,19 +514,9 @@ class TrainingWorkflow:
         await self._record()
 
     async def _record(self) -> None:
-        await self._io(
-            "record_job_status",
-            JobStatusUpdate(
-                job_id=self._job_id,
-                status=self._status,
-                stage=self._stage,
-                progress=self._progress,
-                metrics=self._metrics,
-                error=self._error,
-                model_id=self._model_id,
-                estimated_completion=self._eta(),
-            ),
-            None,
+        await io(
+            contract.Jobs.record_job_status,
+            self.progress(),
             timeout=timedelta(seconds=30),
         )
 
@@ -653,13 +602,20 @@ class _Leaders:
         trailing = self.trailing(now, progress)
         if not trailing:
             return
-        signals = [workflow.get_external_workflow_handle(self.ids[f]).signal("stop_search") for f in trailing]
+        signals = [
+            workflow.get_external_workflow_handle(self.ids[f]).signal(TuningWorkflow.stop_search)
+            for f in trailing
+        ]
         remaining = self._active()
         wider = max(1, self.slots // max(len(remaining), 1))
         for family in remaining:
             if wider > self.parallel[family]:
                 self.parallel[family] = wider
-                signals.append(workflow.get_external_workflow_handle(self.ids[family]).signal("widen", wider))
+                signals.append(
+                    workflow.get_external_workflow_handle(self.ids[family]).signal(
+                        TuningWorkflow.widen, wider
+                    )
+                )
         for outcome in await asyncio.gather(*signals, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 workflow.logger.info("signal to a tuning child failed: %s", outcome)
@@ -679,10 +635,6 @@ class _Leaders:
                 **self.stopped.get(family, {}),
             }
         return out
-
-
-def _child_memo() -> dict:
-    return {k: workflow.memo_value(k, default=None) for k in ("trials_task_queue", "trial_slots")}
 
 
 def _std(values: list[float]) -> float:
@@ -708,12 +660,6 @@ def _tuning_failure(result: TuningResult) -> str:
             )
         return f"no trial finished within optimization_timeout ({result.trials} finished); give it more time"
     return f"no trial completed ({result.failed} failed, {result.pruned} pruned); first error: {result.error}"
-
-
-def _trials_queue() -> str:
-    # The queue name travels in the memo so a deployment can rename queues without a code change.
-    memo = workflow.memo_value("trials_task_queue", default="pmls-trials")
-    return str(memo)
 
 
 def _reason(exc: BaseException) -> str:

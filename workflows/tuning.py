@@ -2,8 +2,8 @@
 
 Workflow id ``{job_id}/{family}``. Each trial slot runs a *batch* of trials as one activity with the
 deterministic id ``trials-{k}`` (ask, cross-validate, tell, back to back for ~10 s; a long trial is a
-batch of one): a child workflow per trial costs ~300 ms and an activity per trial ~90 ms of dispatch plus
-the servers' CPU beside the trial, a large share of a 1-2 s trial (see PITFALLS.md and bench/overhead).
+batch of one): a child workflow or an activity per trial would cost a large share of a short trial in
+dispatch and server CPU (the README's ``bench/overhead`` notes have the figures).
 Trials are keyed ``trials-{k}/{i}`` in the study, so a retried batch repeats none; a batch that is
 cancelled or fails for good has its trials settled from the study (``collect_trials``). Results are recorded
 in the background: rows every few seconds, nested MLflow runs every 2 minutes (the last ones are handed
@@ -17,13 +17,21 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityCancellationType
 
+from workflows.calls import TRIAL_RETRY, io, trials_queue
 from workflows.patches import MLFLOW_RUN_PATCH
 
 with workflow.unsafe.imports_passed_through():
+    from pmls.contracts import activities as contract
+    from pmls.contracts.temporal import (
+        PROGRESS_QUERY,
+        STOP_SEARCH_SIGNAL,
+        TUNING_PROGRESS_SIGNAL,
+        TUNING_WORKFLOW,
+        WIDEN_SIGNAL,
+    )
     from pmls.contracts.tuning import (
         CollectInput,
         LogTrialsInput,
@@ -37,19 +45,8 @@ with workflow.unsafe.imports_passed_through():
         TuningState,
     )
 
-IO_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10))
-# A crashed trial worker is noticed by the heartbeat timeout and the batch re-runs elsewhere (its told trials
-# are not run again). Bad parameters come back as a FAILED result, not an error: what raises is
-# infrastructure (a dead worker, the database restarting), so give it a few attempts over half a minute.
-TRIAL_RETRY = RetryPolicy(
-    maximum_attempts=6,
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2,
-    maximum_interval=timedelta(seconds=15),
-    non_retryable_error_types=["DataError"],
-)
 ROWS_EVERY, ROWS_SECONDS = 10, 5.0
-# Nested MLflow runs cost ~60 ms of MLflow server CPU each, taken from the trials while they run: a long search
+# Nested MLflow runs cost MLflow server CPU, taken from the trials while they run: a long search
 # logs them every 2 minutes, a short one only at its end, where the parent logs them beside the final fit.
 MLFLOW_EVERY, MLFLOW_SECONDS = 100, 120.0
 PRE_PATCH_MLFLOW_EVERY, PRE_PATCH_MLFLOW_SECONDS = 20, 15.0  # searches started before MLFLOW_RUN_PATCH
@@ -57,7 +54,7 @@ PROGRESS_SECONDS = 2.0
 BATCH_SECONDS = 10.0
 
 
-@workflow.defn(name="TuningWorkflow")
+@workflow.defn(name=TUNING_WORKFLOW)
 class TuningWorkflow:
     def __init__(self) -> None:
         self._running: dict[str, asyncio.Task] = {}  # batch id -> its activity
@@ -103,7 +100,7 @@ class TuningWorkflow:
             await self._flush_records()
             workflow.continue_as_new(inp.model_copy(update={"state": self.state}))
         # The rows are written before the search closes; the last nested MLflow runs go to the parent, which
-        # logs them beside the final fit (they are the costliest write, ~60 ms each on the MLflow server).
+        # logs them beside the final fit (they are the costliest write).
         await self._flush_records(keep_runs=self._hand_over)
         return self._result(stopped_by)
 
@@ -160,8 +157,8 @@ class TuningWorkflow:
     async def _batch(self, batch: str) -> TrialBatch:
         inp = self.inp
         try:
-            return await workflow.execute_activity(
-                "run_trials",
+            return await workflow.execute_activity_method(
+                contract.Trials.run_trials,
                 TrialBatchInput(
                     job_id=inp.job_id,
                     study=inp.study,
@@ -173,9 +170,8 @@ class TuningWorkflow:
                     batch_seconds=BATCH_SECONDS,
                     deadline=inp.deadline,
                 ),
-                result_type=TrialBatch,
                 activity_id=batch,
-                task_queue=_trials_queue(),
+                task_queue=trials_queue(),
                 start_to_close_timeout=timedelta(hours=4),
                 heartbeat_timeout=timedelta(seconds=20),
                 retry_policy=TRIAL_RETRY,
@@ -188,10 +184,9 @@ class TuningWorkflow:
             return TrialBatch(results=await self._collect(batch, "FAILED", reason))
 
     async def _collect(self, batch: str, state: str, error: str) -> list[TrialResult]:
-        return await self._io(
-            "collect_trials",
+        return await io(
+            contract.Studies.collect_trials,
             CollectInput(study=self.inp.study, batch=batch, state=state, error=error),
-            result_type=list[TrialResult],
         )
 
     async def _wait_for_a_batch(self) -> None:
@@ -259,13 +254,14 @@ class TuningWorkflow:
         )
 
     async def _record_rows(self, batch: list[TrialResult]) -> None:
-        await self._io(
-            "record_trials", RecordTrialsInput(job_id=self.inp.job_id, study=self.inp.study, results=batch)
+        await io(
+            contract.Studies.record_trials,
+            RecordTrialsInput(job_id=self.inp.job_id, study=self.inp.study, results=batch),
         )
 
     async def _log_runs(self, batch: list[TrialResult]) -> None:
-        await self._io(
-            "log_trials",
+        await io(
+            contract.Studies.log_trials,
             LogTrialsInput(mlflow_run_id=self.inp.mlflow_run_id, family=self.inp.study.family, results=batch),
         )
 
@@ -280,7 +276,7 @@ class TuningWorkflow:
     async def _signal_parent(self, progress: TuningProgress) -> None:
         try:
             await workflow.get_external_workflow_handle(self.inp.parent_id).signal(
-                "tuning_progress", progress
+                TUNING_PROGRESS_SIGNAL, progress
             )
         except Exception as exc:  # noqa: BLE001 - progress is advisory; the next update replaces it
             workflow.logger.info("progress signal to %s failed: %s", self.inp.parent_id, exc)
@@ -305,16 +301,16 @@ class TuningWorkflow:
             eta=eta,
         )
 
-    @workflow.query(name="progress")
+    @workflow.query(name=PROGRESS_QUERY)
     def progress_query(self) -> TuningProgress:
         return self.progress()
 
-    @workflow.signal
+    @workflow.signal(name=STOP_SEARCH_SIGNAL)
     def stop_search(self) -> None:
         """The parent gives this family's remaining time to others: running trials stop, finished ones count."""
         self._outpaced = True
 
-    @workflow.signal
+    @workflow.signal(name=WIDEN_SIGNAL)
     def widen(self, parallel: int) -> None:
         """More slots for this family (others were stopped); batches start as slots free up."""
         if parallel > self.inp.parallel:
@@ -335,15 +331,6 @@ class TuningWorkflow:
             stopped_by=stopped_by,
             error=s.first_error,
             unlogged=unlogged,
-        )
-
-    async def _io(self, name: str, arg, result_type=None):
-        return await workflow.execute_activity(
-            name,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=IO_RETRY,
         )
 
 
@@ -389,7 +376,3 @@ def _is_cancel(exc: BaseException) -> bool:
     from temporalio.exceptions import is_cancelled_exception
 
     return is_cancelled_exception(exc)
-
-
-def _trials_queue() -> str:
-    return str(workflow.memo_value("trials_task_queue", default="pmls-trials"))

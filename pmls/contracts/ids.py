@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 from pmls.contracts.models import TrainingRequest
 
-TRAINING_WORKFLOW = "TrainingWorkflow"
 EVENT_NAMESPACE = uuid.UUID("5b0f3c1e-8a53-4f0e-9a51-7d3c2a1b9e10")
 
 

@@ -186,5 +186,5 @@ class TuningResult(BaseModel):
     stopped_by: Literal["trials", "timeout", "failures", "exhausted", "outpaced"] = "trials"
     error: str | None = None
     # Finished trials whose nested MLflow runs the search left to the parent, which logs them beside the
-    # final fit rather than keep the search open for them (~60 ms of MLflow server time each).
+    # final fit rather than keep the search open for them (each costs MLflow server time).
     unlogged: list[TrialResult] = Field(default_factory=list)

@@ -180,17 +180,6 @@ class RegisteredModel(BaseModel):
     run_id: str
 
 
-class JobStatusUpdate(BaseModel):
-    job_id: str
-    status: TrainingStatus
-    stage: str
-    progress: float
-    metrics: TrainingMetrics | None = None
-    error: str | None = None
-    model_id: str | None = None
-    estimated_completion: datetime | None = None
-
-
 class CompleteJobInput(BaseModel):
     job_id: str
     request: TrainingRequest
@@ -203,7 +192,7 @@ class CompleteJobInput(BaseModel):
 
 
 class Progress(BaseModel):
-    """What the ``progress`` query answers."""
+    """A job's live state: what the ``progress`` query answers and what ``record_job_status`` writes."""
 
     job_id: str
     status: TrainingStatus

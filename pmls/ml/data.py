@@ -1,12 +1,9 @@
-"""Load a tabular source and split it into train / validation / test."""
+"""Check a loaded frame and split it into train / validation / test (loading: :mod:`pmls.ml.sources`)."""
 
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -14,62 +11,14 @@ import polars as pl
 from pmls.contracts import DatasetConfig, Task
 from pmls.contracts.periods import parse_period
 from pmls.ml.errors import DataError
+from pmls.ml.sources import SOURCE
 
-SCANNERS = {
-    ".parquet": pl.scan_parquet,
-    ".pq": pl.scan_parquet,
-    ".csv": lambda paths: pl.scan_csv(paths, try_parse_dates=True),
-    ".ndjson": pl.scan_ndjson,
-    ".jsonl": pl.scan_ndjson,
-}
 PERIOD_FIELDS = ("training_period", "validation_period", "test_period")
 SPLIT_NAMES = ("train", "validation", "test")
 MIN_SPLIT_ROWS = 10
 MAX_INT_CLASSES = 20  # an integer target with more distinct values is treated as a quantity
 MAX_CLASSES = 200  # beyond this a "class" column is almost surely an id, and multiclass would crawl
-SOURCE = "dataset_config.source"
 TARGET = "dataset_config.target"
-
-
-# --- loading ---------------------------------------------------------------------------------
-
-
-def _matching_files(source: str) -> list[str]:
-    pattern = os.path.expanduser(source)
-    if os.path.isdir(pattern):
-        # A directory of part files (as Spark/DuckDB write them): take the supported files in it.
-        pattern = os.path.join(pattern, "*")
-        found = [p for p in glob.glob(pattern) if Path(p).suffix.lower() in SCANNERS]
-    else:
-        found = glob.glob(pattern, recursive=True)
-    return sorted(p for p in found if os.path.isfile(p))
-
-
-def _suffix_of(files: list[str]) -> str:
-    suffixes = {Path(p).suffix.lower() for p in files}
-    supported = ", ".join(SCANNERS)
-    unknown = sorted(suffixes - set(SCANNERS))
-    if unknown:
-        raise DataError(SOURCE, f"unsupported file type {unknown[0] or '(none)'}; supported: {supported}")
-    if len({SCANNERS[s] for s in suffixes}) > 1:
-        raise DataError(SOURCE, f"matches files of several formats ({', '.join(sorted(suffixes))}); use one")
-    return suffixes.pop()
-
-
-def load_source(source: str) -> pl.DataFrame:
-    """Read a Parquet / CSV / NDJSON file, directory or glob, or a query source, into one frame."""
-    from pmls.ml import sources  # query sources live there (DuckDB, PostgreSQL)
-
-    if sources.is_query_source(source):
-        return sources.read_query_source(source)
-    files = _matching_files(source)
-    if not files:
-        raise DataError(SOURCE, f"no file matches '{source}'")
-    scan = SCANNERS[_suffix_of(files)]
-    try:
-        return scan(files).collect()
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise DataError(SOURCE, f"could not read '{source}': {exc}") from exc
 
 
 # --- checks and task inference ---------------------------------------------------------------

@@ -77,7 +77,7 @@ def metric_value(task: Task, y: np.ndarray, scores: np.ndarray, metric: str) -> 
 
 def _search_value(task: Task, y: np.ndarray, scores: np.ndarray, metric: str) -> float:
     """``metric_value`` for search loops: Caruana scores hundreds of blends, and compute_metrics
-    computes every classification metric through sklearn's checks (~10 ms a call). The common
+    computes every classification metric through sklearn's input checks, slow in a loop. The common
     metrics are computed directly, the same way compute_metrics does; the rest go through it.
     """
     if task is Task.REGRESSION or metric not in ("log_loss", "accuracy", "brier", "roc_auc"):

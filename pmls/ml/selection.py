@@ -21,7 +21,7 @@ import numpy as np
 
 from pmls.contracts import Task
 from pmls.ml.cv import CVPlan
-from pmls.ml.lightgbm_model import lightgbm_params
+from pmls.ml.zoo.lightgbm import lightgbm_params
 
 NEAR_IDENTICAL = 0.995
 MAX_FOLDS = 3

@@ -48,11 +48,11 @@ def upgrade_database(settings: Settings) -> None:
 async def register_search_attributes(settings: Settings) -> None:
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-    from temporalio.client import Client
 
-    from pmls.stack import SEARCH_ATTRIBUTES
+    from pmls.contracts.temporal import SEARCH_ATTRIBUTES
+    from pmls.temporal import connect_temporal
 
-    client = await Client.connect(settings.temporal.address, namespace=settings.temporal.temporal_namespace)
+    client = await connect_temporal(settings)
     ns = settings.temporal.temporal_namespace
     existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=ns))
     missing = {

@@ -68,7 +68,7 @@ class ModelRegistry:
         comparison: Any = None,
         plots_dir: Any = None,
     ) -> RegisteredModel:
-        from pmls.ml.pyfunc import log_pyfunc_model
+        from pmls.storage.pyfunc import log_pyfunc_model
 
         name = request.lineage
         existing = self.find_version(name, job_id)

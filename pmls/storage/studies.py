@@ -128,8 +128,8 @@ class StudyStore:
         """Report an intermediate score (stored at once); True when the pruner says stop.
 
         The median pruner compares with the finished trials' intermediate scores only: it decides on this
-        process's in-memory copy of the study, brought up to date with one small read (loading the study from
-        PostgreSQL cost 75 ms a fold at 50 trials and 128 ms at 200). Successive halving and hyperband keep
+        process's in-memory copy of the study, brought up to date with one small read (loading the whole study
+        from PostgreSQL at every fold grows with the trials). Successive halving and hyperband keep
         their rungs in the storage's trial attributes, shared across processes: they decide on the stored study.
         """
         if spec.pruner != "median":
@@ -233,8 +233,8 @@ class _Mirror:
 
 
 # One statement, one round trip: the trial (numbered as Optuna numbers it, by the trials before it: asks take
-# turns, so the count is stable), its parameters and its attributes. Optuna's own create_new_trial issues ~30
-# statements for a LightGBM space (a compatibility check per parameter): ~25 ms of each ask.
+# turns, so the count is stable), its parameters and its attributes. Optuna's own create_new_trial issues a
+# statement per parameter (compatibility checks), most of an ask's time (README, bench/overhead).
 _INSERT_TRIAL = text("""
 WITH t AS (
     INSERT INTO trials (number, study_id, state, datetime_start)

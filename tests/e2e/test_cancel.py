@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pmls.contracts.temporal import CANCEL_SIGNAL
 from tests.helpers import temporal, unique, wait_for
 
 # A job that would train for many minutes: a tiny learning rate and no early stopping.
@@ -95,7 +96,7 @@ def test_cancel_signal_stops_training(api, settings, slow_request):
     job_id = _start_and_reach_training(api, slow_request(unique("cancel_signal")))
 
     async def signal(client):
-        await client.get_workflow_handle(job_id).signal("cancel", "no longer needed")
+        await client.get_workflow_handle(job_id).signal(CANCEL_SIGNAL, "no longer needed")
 
     temporal(settings, signal)
     job = wait_for(api, job_id, timeout=60)
@@ -117,3 +118,35 @@ def test_temporal_cli_cancel_shows_as_cancelled(api, settings, slow_request):
         timeout=30,
     )
     assert wait_for(api, job_id, timeout=60)["status"] == "CANCELLED"
+
+
+def test_a_run_terminated_outside_the_service_is_reconciled(api, settings, slow_request):
+    """`temporal workflow terminate` closes the run without the workflow's code running: the job row (the source
+    of truth, read from PostgreSQL) is moved to FAILED by the training worker's reconciler, not left RUNNING."""
+    from pmls.storage.postgres import JobStore, create_pool
+
+    job_id = _start_and_reach_training(api, slow_request(unique("terminate")))
+
+    async def row():
+        pool = await create_pool(settings.database.url)
+        try:
+            return await JobStore(pool).get(job_id)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(row()).status.value == "RUNNING"  # the fault hits a job at work
+
+    async def terminate(client):
+        await client.get_workflow_handle(job_id).terminate("operator pulled the plug")
+
+    temporal(settings, terminate)
+    deadline, job = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        job = asyncio.run(row())
+        if job.status.is_terminal:
+            break
+        time.sleep(0.5)
+    assert job.status.value == "FAILED", job
+    assert job.error == "workflow terminated outside the service"
+    shown = api.get(f"/api/v1/training/{job_id}/status").json()
+    assert shown["status"] == "FAILED" and shown["error"] == job.error

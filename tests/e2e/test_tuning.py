@@ -7,7 +7,9 @@ import time
 
 import redis
 
+from pmls.contracts.temporal import MEMO_TRIAL_SLOTS, MEMO_TRIALS_PER_RUN, MEMO_TRIALS_QUEUE
 from tests.helpers import mlflow_runs, temporal, unique, wait_for
+from workflows.training import TrainingWorkflow
 
 
 def tuned(demo_request, job_id: str, **hp) -> dict:
@@ -240,14 +242,14 @@ def test_a_long_search_continues_as_new_and_loses_or_repeats_no_trial(api, setti
         finally:
             await pool.close()
         await client.start_workflow(
-            "TrainingWorkflow",
+            TrainingWorkflow.run,
             TrainingWorkflowInput(job_id=job_id, request=request),
             id=job_id,
             task_queue=settings.temporal.task_queue,
             memo={
-                "trials_task_queue": settings.temporal.trials_task_queue,
-                "trial_slots": 2,
-                "trials_per_run": 3,
+                MEMO_TRIALS_QUEUE: settings.temporal.trials_task_queue,
+                MEMO_TRIAL_SLOTS: 2,
+                MEMO_TRIALS_PER_RUN: 3,
             },
         )
 

@@ -7,8 +7,9 @@ import polars as pl
 import pytest
 
 from pmls.contracts import DatasetConfig, Task
-from pmls.ml.data import infer_task, load_source, prepare_splits
+from pmls.ml.data import infer_task, prepare_splits
 from pmls.ml.errors import DataError
+from pmls.ml.sources import load_source
 
 PERIODS = {
     "training_period": "2024-01-01/2024-02-29",

@@ -18,7 +18,7 @@ from pmls.contracts import DatasetConfig, ModelType, ValidationConfig
 from pmls.ml.bundle import Bundle, load_bundle, save_bundle
 from pmls.ml.data import prepare_splits
 from pmls.ml.pipeline import FitOptions, fit_final, prepare
-from pmls.ml.pyfunc import log_pyfunc_model, pip_requirements
+from pmls.storage.pyfunc import log_pyfunc_model, pip_requirements
 
 
 @pytest.fixture

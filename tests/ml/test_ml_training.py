@@ -12,11 +12,12 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from pmls.contracts import DatasetConfig, ModelType, Task, ValidationConfig
 from pmls.ml.bundle import load_bundle, save_bundle
-from pmls.ml.data import load_source, prepare_splits
+from pmls.ml.data import prepare_splits
 from pmls.ml.demo_data import DEMO_PERIODS, generate_demo_dataset
 from pmls.ml.ensemble import metric_value
 from pmls.ml.errors import DataError
 from pmls.ml.pipeline import MAX_ROUND_SCALE, FitOptions, cross_validate, fit_final, predict_scores, prepare
+from pmls.ml.sources import load_source
 
 NO_CV = ValidationConfig(cv_strategy="none")
 

@@ -181,7 +181,6 @@ def test_save_load_round_trip(family, task, tmp_path):
     model.save(tmp_path / "m")
     for loaded in (
         load_model(tmp_path / "m"),
-        ZooModel.load(tmp_path / "m"),
         type(model).load(tmp_path / "m"),
     ):
         assert type(loaded) is type(model)

@@ -17,7 +17,7 @@ import httpx
 
 from pmls.ml.demo_data import DEMO_PERIODS
 from pmls.settings import Settings
-from workers.main import connect_temporal
+from pmls.temporal import connect_temporal
 
 OUT = Path(__file__).parent / "histories"
 

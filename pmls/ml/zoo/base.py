@@ -185,10 +185,8 @@ class ZooModel:
 
     @classmethod
     def load(cls, directory: Path) -> ZooModel:
-        if cls is ZooModel:  # the base class cannot know the family: let the registry pick it
-            from pmls.ml.zoo import load_model
-
-            return load_model(directory)
+        if cls is ZooModel:
+            raise TypeError("ZooModel.load needs a family; pmls.ml.zoo.load_model reads it from meta.json")
         meta = read_meta(directory)
         if meta["model_type"] != cls.model_type.value:
             raise DataError("model", f"{directory} holds a {meta['model_type']} model, not {cls.model_type}")

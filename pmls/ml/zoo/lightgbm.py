@@ -1,21 +1,23 @@
-"""LightGBM behind the zoo contract: our booster defaults, early stopping, a per-round hook.
-
-The booster parameters come from the shared ``lightgbm_params``.
-"""
+"""LightGBM behind the zoo contract: our booster defaults (``lightgbm_params``, which feature selection uses
+too), early stopping, a per-round hook."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
 
 from pmls.contracts import ModelType, Task
-from pmls.ml.lightgbm_model import DEFAULT_EARLY_STOPPING, DEFAULT_ROUNDS, ROUND_KEYS, lightgbm_params
 from pmls.ml.zoo.base import Callback, FitData, ZooModel, float_range, int_range, pop_loop_settings
 
+DEFAULT_ROUNDS = 1000
+DEFAULT_EARLY_STOPPING = 50
+OBJECTIVES = {Task.BINARY: "binary", Task.MULTICLASS: "multiclass", Task.REGRESSION: "regression"}
+# Keys that steer the training loop rather than the booster; LightGBM would warn about them in params.
+ROUND_KEYS = ("num_boost_round", "num_iterations", "n_estimators", "num_rounds", "num_trees")
 MODEL_FILE = "model.txt"
 VALID_NAME = "validation"
 
@@ -35,6 +37,24 @@ KNOWN_PARAMS = frozenset({
     "extra_trees", "path_smooth", "scale_pos_weight", "min_data_per_group", "cat_smooth", "cat_l2",
     "max_cat_to_onehot", "num_boost_round", "n_estimators", "early_stopping_rounds",
 })  # fmt: skip
+
+
+def lightgbm_params(task: Task, num_classes: int | None, params: dict | None = None, seed: int = 0) -> dict:
+    """The full booster parameters: our defaults, then the caller's overrides."""
+    full: dict[str, Any] = {
+        "objective": OBJECTIVES[task],
+        "verbosity": -1,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,  # deterministic=True wants a fixed histogram layout
+    }
+    if task is Task.MULTICLASS:
+        full["num_class"] = int(num_classes or 0)
+    full.update(params or {})
+    if float(full.get("bagging_fraction", full.get("subsample", 1.0))) < 1.0:
+        # LightGBM ignores a bagging fraction unless bagging_freq is set: without it the parameter is dead.
+        full.setdefault("bagging_freq", full.get("subsample_freq", 1))
+    return full
 
 
 def _progress(callbacks: Sequence[Callback], total: int):

@@ -1,4 +1,5 @@
-"""The MLflow face of a bundle: a pyfunc model that takes raw rows and does its own preprocessing.
+"""The MLflow face of a bundle (:mod:`pmls.ml.bundle`): a pyfunc model that takes raw rows and does its own
+preprocessing.
 
 The pyfunc carries the bundle as an artifact and a copy of the pmls code, so it serves wherever MLflow
 runs, with or without pmls installed.

@@ -1,4 +1,5 @@
-"""Query sources: DuckDB over files, and PostgreSQL tables / queries (skipped without a server)."""
+"""Sources through the load activity's one entry (pmls.storage.sources.load_source): DuckDB over files, files,
+and PostgreSQL tables / queries on the stack's server."""
 
 from __future__ import annotations
 
@@ -6,12 +7,26 @@ import os
 import uuid
 from urllib.parse import quote
 
+import numpy as np
 import polars as pl
 import pytest
 
-from pmls.ml.data import load_source
 from pmls.ml.errors import DataError
 from pmls.ml.sources import is_query_source, scan_source
+from pmls.storage.sources import is_postgres_source, load_source
+
+
+@pytest.fixture
+def frame() -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    return pl.DataFrame(
+        {
+            "x": rng.normal(size=60),
+            "colour": rng.choice(["red", "green", "blue"], size=60),
+            "y": np.arange(60),
+        }
+    )
+
 
 # --- DuckDB ---
 
@@ -39,8 +54,8 @@ def test_duckdb_missing_file_and_empty_query():
 
 
 def test_source_kinds_and_files_unchanged(tmp_path, frame):
-    assert is_query_source("duckdb:SELECT 1") and is_query_source("postgres://h/db?table=t")
-    assert not is_query_source(str(tmp_path / "*.parquet"))
+    assert is_query_source("duckdb:SELECT 1") and is_postgres_source("postgres://h/db?table=t")
+    assert not is_query_source(str(tmp_path / "*.parquet")) and not is_postgres_source("duckdb:SELECT 1")
     frame.write_parquet(tmp_path / "d.parquet")
     assert load_source(str(tmp_path / "d.parquet")).height == frame.height
     assert scan_source(str(tmp_path / "d.parquet"), ["x", "y"]).columns == ["x", "y"]

@@ -1,0 +1,61 @@
+"""How the workflows call activities: which queue, which retries. Deterministic, imported by both workflows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from pmls.contracts.temporal import CHILD_MEMO_KEYS, MEMO_TRIALS_QUEUE, TRIALS_QUEUE
+
+# Bad input never gets better by retrying.
+NON_RETRYABLE = ["DataError", "ValidationError", "UnsupportedError"]
+IO_RETRY = RetryPolicy(
+    maximum_attempts=10, maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE
+)
+CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
+# A crashed trial worker is noticed by the heartbeat timeout and the batch re-runs elsewhere (its told trials
+# are not run again). Bad parameters come back as a FAILED result, not an error: what raises is
+# infrastructure (a dead worker, the database restarting), so give it a few attempts over half a minute.
+TRIAL_RETRY = RetryPolicy(
+    maximum_attempts=6,
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(seconds=15),
+    non_retryable_error_types=["DataError"],
+)
+
+
+def trials_queue() -> str:
+    """The trials queue this job was started with (the memo carries it, so a deployment may rename queues)."""
+    return str(workflow.memo_value(MEMO_TRIALS_QUEUE, default=TRIALS_QUEUE))
+
+
+def child_memo() -> dict:
+    return {k: workflow.memo_value(k, default=None) for k in CHILD_MEMO_KEYS}
+
+
+async def io(activity: Callable, arg: Any, *, timeout: timedelta = timedelta(minutes=2)) -> Any:
+    """A light activity on the workflow's own queue (a stub of a group in ``ON_TRAINING_QUEUE``)."""
+    return await workflow.execute_activity_method(
+        activity, arg, start_to_close_timeout=timeout, retry_policy=IO_RETRY
+    )
+
+
+async def cpu(activity: Callable, arg: Any, *, timeout: timedelta) -> Any:
+    """A CPU activity on the trials queue (a stub of a group in ``ON_TRIALS_QUEUE``)."""
+    return await workflow.execute_activity_method(
+        activity,
+        arg,
+        task_queue=trials_queue(),
+        start_to_close_timeout=timeout,
+        heartbeat_timeout=timedelta(seconds=60),
+        retry_policy=CPU_RETRY,
+        # The job is CANCELLED only once training has really stopped and freed its slot.
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    )
