@@ -20,8 +20,8 @@ demo: install  ## start the embedded stack, train a real model end to end, print
 test: install  ## the whole suite on the real stack (embedded servers unless PMLS_* URLs are set)
 	$(BIN)/pytest
 
-test-fast: install  ## everything but the slow end-to-end tests
-	$(BIN)/pytest -m "not slow"
+test-fast: install  ## the fast layer (< 2 min): contracts, layout rules, stores, workflows, one real job
+	$(BIN)/pytest -m fast
 
 up: install  ## run the stack in the foreground until Ctrl-C
 	$(BIN)/pmls up

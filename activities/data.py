@@ -16,7 +16,7 @@ from pmls.contracts.workflow import (
     SplitRef,
 )
 from pmls.ml.data import prepare_splits
-from pmls.ml.pipeline import higher_is_better, prepare
+from pmls.ml.prepared import higher_is_better, prepare
 from pmls.storage.sources import load_source
 
 

@@ -11,7 +11,7 @@ import polars as pl
 from pmls.contracts import Task
 from pmls.contracts.workflow import RegisterModelInput
 from pmls.ml import plots
-from pmls.ml.pipeline import higher_is_better
+from pmls.ml.prepared import higher_is_better
 
 
 def make_plots(inp: RegisterModelInput, bundle, trials: list[dict], out: Path) -> list[Path]:

@@ -22,15 +22,9 @@ from pmls.contracts.workflow import (
     TrainedModelRef,
 )
 from pmls.ml.bundle import load_bundle, save_bundle
-from pmls.ml.pipeline import (
-    Candidate,
-    FinalModel,
-    FitOptions,
-    Prepared,
-    build_ensemble,
-    cross_validate,
-    fit_final,
-)
+from pmls.ml.final import Candidate, FinalModel, build_ensemble, fit_final
+from pmls.ml.fitting import FitOptions, cross_validate
+from pmls.ml.prepared import Prepared
 
 TEST_SCORES_FILE = "test_scores.npy"
 

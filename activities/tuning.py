@@ -31,7 +31,7 @@ from pmls.contracts.tuning import (
     study_name,
     trial_key,
 )
-from pmls.ml.pipeline import FitOptions, cross_validate
+from pmls.ml.fitting import FitOptions, cross_validate
 from pmls.ml.search import merge_space, portfolio
 from pmls.storage.cache import Cache
 from pmls.storage.postgres import ExperimentStore

@@ -17,7 +17,7 @@ from temporalio import activity
 
 from pmls.contracts.workflow import DatasetRef, SplitRef
 from pmls.ml.data import Splits
-from pmls.ml.pipeline import Prepared
+from pmls.ml.prepared import Prepared
 
 SPLIT_FILES = {"train": "train.parquet", "validation": "validation.parquet", "test": "test.parquet"}
 V = TypeVar("V")

@@ -61,7 +61,8 @@ import polars as pl
 
 from pmls.contracts import DatasetConfig, ModelType, ValidationConfig
 from pmls.ml.data import prepare_splits
-from pmls.ml.pipeline import FitOptions, cross_validate, higher_is_better, prepare
+from pmls.ml.fitting import FitOptions, cross_validate
+from pmls.ml.prepared import higher_is_better, prepare
 from pmls.ml.search import distributions, make_sampler, merge_space
 from pmls.ml.sources import load_source
 

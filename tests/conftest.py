@@ -88,3 +88,27 @@ def demo_request(demo_data: Path) -> Callable[..., dict]:
         return body
 
     return build
+
+
+# The fast layer (`make test-fast`, under two minutes on two cores): the contracts and layout rules, the stores,
+# workflow replay and logic, and one real job through every stage on the demo data (the stack starts once).
+# A test module or test listed here is marked `fast`; everything else runs in `make test` only.
+FAST = (
+    "tests/test_layers.py",
+    "tests/contracts/",
+    "tests/storage/",
+    "tests/stack/",
+    "tests/workflows/",
+    "tests/api/test_training_lifecycle.py",
+    "tests/api/test_bad_input.py::test_invalid_request_is_422_naming_the_field",
+    "tests/api/test_bad_input.py::test_missing_body_fields_are_named",
+    "tests/e2e/test_tuning.py::test_search_runs_exactly_the_requested_trials_and_records_each",
+    "tests/e2e/test_cancel.py::test_cancel_through_the_api_stops_training",
+    "tests/e2e/test_cancel.py::test_a_run_terminated_outside_the_service_is_reconciled",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(FAST):
+            item.add_marker(pytest.mark.fast)

@@ -149,7 +149,7 @@ def warm_up() -> None:
     started = time.monotonic()
     try:
         import pmls.ml.bundle  # noqa: F401 - skops and the serving code
-        import pmls.ml.pipeline  # noqa: F401
+        import pmls.ml.final  # noqa: F401
         from pmls.ml.zoo import registry
 
         registry()

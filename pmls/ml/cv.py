@@ -1,8 +1,10 @@
-"""One cross-validation plan per job, made from the training frame alone.
+"""One cross-validation plan per job.
 
 The plan is data (row positions), not a splitter object: tuning, out-of-fold predictions, ensemble
 weights and feature selection all read the same folds, and it survives a JSON round trip through
-workflow history. Positions index the training frame as given (not as sorted).
+workflow history. Positions index the training frame as given (not as sorted); a time-series plan that
+``spans_validation`` continues past it into the validation period (positions ``len(train) + i``), so the
+search chooses parameters and rounds on the latest rows before the test period, as a forecaster would.
 """
 
 from __future__ import annotations
@@ -53,15 +55,21 @@ class CVPlan:
     strategy: str
     folds: tuple[Fold, ...]
     description: str
+    spans_validation: bool = False  # positions run on from the training rows into the validation rows
 
     def to_dict(self) -> dict:
         folds = [{"train": f.train.tolist(), "valid": f.valid.tolist()} for f in self.folds]
-        return {"strategy": self.strategy, "folds": folds, "description": self.description}
+        return {
+            "strategy": self.strategy,
+            "folds": folds,
+            "description": self.description,
+            "spans_validation": self.spans_validation,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> CVPlan:
         folds = tuple(Fold(np.asarray(f["train"]), np.asarray(f["valid"])) for f in d["folds"])
-        return cls(d["strategy"], folds, d["description"])
+        return cls(d["strategy"], folds, d["description"], bool(d.get("spans_validation", False)))
 
 
 # --- choosing the strategy -------------------------------------------------------------------
@@ -207,12 +215,39 @@ def _timeseries(train: pl.DataFrame, column: str | None, folds: int, gap: str | 
     return pairs, f"expanding-window time-series {folds}-fold over {column}{note}"
 
 
+def _timeseries_into_validation(
+    train: pl.DataFrame, validation: pl.DataFrame, column: str | None, folds: int, gap: str | None
+) -> tuple[list, str]:
+    """``folds - 1`` expanding-window folds in the training period, then the validation period as the last
+    fold, trained on every training row before it (less the gap)."""
+    pairs, _ = _timeseries(train, column, folds - 1, gap)
+    times, valid_times = _times(train, column), _times(validation, column)
+    horizon = valid_times.min()
+    gap_delta = _gap(gap)
+    if gap_delta:
+        horizon = horizon - gap_delta
+    train_rows = (times < horizon).arg_true().to_numpy()
+    if len(train_rows) < MIN_FOLD_ROWS:
+        raise DataError(
+            "dataset_config.gap" if gap_delta else FOLDS,
+            f"the validation fold keeps {len(train_rows)} training rows before {horizon}",
+        )
+    pairs.append((train_rows, train.height + np.arange(validation.height)))
+    note = f", gap {gap}" if gap_delta else ""
+    how = (
+        f"expanding-window time-series {folds}-fold over {column}{note}: {folds - 1} in the training period, "
+        "the last on the validation period"
+    )
+    return pairs, how
+
+
 # --- the plan --------------------------------------------------------------------------------
 
 
 def plan_cv(
     train: pl.DataFrame,
     *,
+    validation: pl.DataFrame | None = None,
     target: str,
     task: Task,
     strategy: str = "auto",
@@ -222,7 +257,8 @@ def plan_cv(
     gap: str | None = None,
     seed: int = 0,
 ) -> CVPlan:
-    """The folds every later step uses; ``none`` gives zero folds (CV skipped)."""
+    """The folds every later step uses; ``none`` gives zero folds (CV skipped). Given the ``validation``
+    period, a time-series plan validates its last fold on it (``spans_validation``)."""
     chosen = _resolve(strategy, task, timestamp_column, entity_column)
     if chosen == "none":
         return CVPlan("none", (), "cross-validation off")
@@ -232,7 +268,11 @@ def plan_cv(
     _check_rows(n, folds, folds + 1 if chosen == "timeseries" else folds)
     classify = task is not Task.REGRESSION
     labels = _labels(train, target) if classify else None
-    if chosen == "timeseries":
+    spans = False
+    if chosen == "timeseries" and validation is not None and validation.height >= MIN_FOLD_ROWS:
+        pairs, how = _timeseries_into_validation(train, validation, timestamp_column, folds, gap)
+        spans = True
+    elif chosen == "timeseries":
         pairs, how = _timeseries(train, timestamp_column, folds, gap)
     elif chosen == "group":
         pairs = _group(train, entity_column, labels, folds, seed)
@@ -244,7 +284,7 @@ def plan_cv(
         pairs = _kfold(n, folds, seed)
         note = "; regression, so not stratified" if chosen == "stratified" else ""
         how = f"shuffled {folds}-fold (seed {seed}){note}"
-    plan = CVPlan(chosen, tuple(Fold(t, v) for t, v in pairs), how)
+    plan = CVPlan(chosen, tuple(Fold(t, v) for t, v in pairs), how, spans)
     _check_plan(plan)
     return plan
 

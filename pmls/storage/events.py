@@ -14,16 +14,14 @@ log = logging.getLogger("pmls.events")
 
 
 async def relay_outbox(outbox: Outbox, cache: Cache, *, batch: int = 100) -> int:
-    """Publish what is pending; stop at the first failure so order is kept. Returns the number sent."""
-    sent: list[int] = []
+    """Publish what is pending (one relay at a time; see ``Outbox.relay``); stop at the first failure so order is
+    kept. Returns the number sent (0 when another relay is at it)."""
+
+    async def publish(event: dict) -> None:
+        await cache.publish_event(str(event["event_id"]), event["event_type"], json.dumps(event["payload"]))
+
     try:
-        for event in await outbox.unpublished(batch):
-            await cache.publish_event(
-                str(event["event_id"]), event["event_type"], json.dumps(event["payload"])
-            )
-            sent.append(event["id"])
+        return await outbox.relay(publish, batch) or 0
     except (RedisError, OSError) as exc:
         log.warning("event relay paused, redis unavailable: %s", exc)
-    if sent:
-        await outbox.mark_published(sent)
-    return len(sent)
+        return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -193,26 +194,41 @@ async def add_event(conn: asyncpg.Connection, event: TrainingCompletedEvent, *, 
 
 
 class Outbox:
+    # One relay at a time, across every worker process: two relays reading the same pending rows would both
+    # publish them. A transaction-scoped advisory lock, so a relay that dies releases it with its connection.
+    RELAY_LOCK = 0x706D6C73  # "pmls"
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def unpublished(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            """SELECT id, event_id, event_type, payload FROM event_outbox
-               WHERE published_at IS NULL ORDER BY id LIMIT $1""",
-            limit,
-        )
-        return [dict(r) for r in rows]
-
-    async def mark_published(self, ids: list[int]) -> None:
-        await self.pool.execute(
-            "UPDATE event_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids
-        )
-
-    async def mark_attempt(self, ids: list[int]) -> None:
-        await self.pool.execute(
-            "UPDATE event_outbox SET attempts = attempts + 1 WHERE id = ANY($1::bigint[])", ids
-        )
+    async def relay(
+        self, publish: Callable[[dict[str, Any]], Awaitable[None]], limit: int = 100
+    ) -> int | None:
+        """Publish the pending events in commit order and mark them, holding the relay lock; stop at the first
+        failure of ``publish`` (raised on). None when another relay holds the lock (it publishes these too)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.RELAY_LOCK):
+                return None
+            rows = await conn.fetch(
+                """SELECT id, event_id, event_type, payload FROM event_outbox
+                   WHERE published_at IS NULL ORDER BY id LIMIT $1""",
+                limit,
+            )
+            sent: list[int] = []
+            failure: Exception | None = None
+            try:
+                for row in rows:
+                    await publish(dict(row))
+                    sent.append(row["id"])
+            except Exception as exc:  # noqa: BLE001 - raised below, once what was sent is marked and committed
+                failure = exc
+            if sent:
+                await conn.execute(
+                    "UPDATE event_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", sent
+                )
+        if failure is not None:
+            raise failure
+        return len(sent)
 
 
 class DeploymentStore:

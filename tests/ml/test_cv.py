@@ -89,6 +89,41 @@ def test_timeseries_never_validates_on_the_past(frame, gap):
     assert all(len(a.train) < len(b.train) for a, b in zip(plan.folds, plan.folds[1:], strict=False))
 
 
+@pytest.mark.parametrize("gap", [None, "P1D"])
+def test_the_last_fold_validates_on_the_validation_period(frame, gap):
+    """Given the validation period, the search's latest fold is it: trained on the training rows before it
+    (less the gap), and positions past the training rows index it in order."""
+    train, validation = shuffled(frame[:300]), frame[300:]
+    plan = plan_cv(
+        train,
+        validation=validation,
+        target="y",
+        task=Task.BINARY,
+        strategy="timeseries",
+        timestamp_column="ts",
+        folds=4,
+        gap=gap,
+    )
+    assert (
+        plan.spans_validation
+        and len(plan.folds) == 4
+        and "the last on the validation period" in plan.description
+    )
+    both = pl.concat([train, validation])
+    for fold in plan.folds:
+        assert _times(both, fold.train).max() < _times(both, fold.valid).min()
+    last = plan.folds[-1]
+    assert last.valid.tolist() == list(range(300, 400))
+    assert len(last.train) == 300 - (4 if gap else 0)  # one row per 6 hours: a day is 4 rows
+    assert all(f.valid.max() < 300 for f in plan.folds[:-1])
+    assert CVPlan.from_dict(plan.to_dict()) == plan
+    # Without a validation period (or with CV on shuffled data) nothing changes.
+    assert not plan_cv(
+        train, target="y", task=Task.BINARY, strategy="timeseries", timestamp_column="ts"
+    ).spans_validation
+    assert not plan_cv(train, validation=validation, target="y", task=Task.BINARY, folds=4).spans_validation
+
+
 def test_gap_removes_exactly_the_rows_within_it(frame):
     plain = plan_cv(frame, target="y", task=Task.BINARY, strategy="timeseries", timestamp_column="ts")
     gapped = plan_cv(

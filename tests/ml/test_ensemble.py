@@ -32,8 +32,8 @@ from pmls.ml.ensemble import (
     metric_value,
 )
 from pmls.ml.errors import DataError
+from pmls.ml.fitting import predict_scores
 from pmls.ml.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
-from pmls.ml.pipeline import predict_scores
 from pmls.ml.zoo import get_entry
 
 # Four members that differ in kind, not just in seed, and train in well under a second each.

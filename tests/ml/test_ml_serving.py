@@ -17,7 +17,9 @@ import pytest
 from pmls.contracts import DatasetConfig, ModelType, ValidationConfig
 from pmls.ml.bundle import Bundle, load_bundle, save_bundle
 from pmls.ml.data import prepare_splits
-from pmls.ml.pipeline import FitOptions, fit_final, prepare
+from pmls.ml.final import fit_final
+from pmls.ml.fitting import FitOptions
+from pmls.ml.prepared import prepare
 from pmls.storage.pyfunc import log_pyfunc_model, pip_requirements
 
 

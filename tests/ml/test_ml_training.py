@@ -16,7 +16,9 @@ from pmls.ml.data import prepare_splits
 from pmls.ml.demo_data import DEMO_PERIODS, generate_demo_dataset
 from pmls.ml.ensemble import metric_value
 from pmls.ml.errors import DataError
-from pmls.ml.pipeline import MAX_ROUND_SCALE, FitOptions, cross_validate, fit_final, predict_scores, prepare
+from pmls.ml.final import MAX_ROUND_SCALE, fit_final
+from pmls.ml.fitting import FitOptions, cross_validate, predict_scores
+from pmls.ml.prepared import prepare
 from pmls.ml.sources import load_source
 
 NO_CV = ValidationConfig(cv_strategy="none")
@@ -261,3 +263,49 @@ def test_a_bundle_knows_which_rows_it_was_fitted_on(small, frame, tmp_path):
     mixed = pl.concat([splits.test.head(5), splits.train.head(5)]).with_columns(pl.col("y").cast(pl.Float64))
     assert bundle.unseen(mixed).tolist() == [True] * 5 + [False] * 5
     assert bundle.unseen(splits.test.drop("y")) is None  # without the columns it hashed it cannot tell
+
+
+def test_every_fold_is_judged_at_the_round_best_on_average(frame):
+    """Boosting folds are scored at one shared round (the best of the folds' mean validation loss), as lgb.cv
+    does, not each at its own best round; the scores and out-of-fold predictions are those of that round."""
+    from pmls.ml.fitting import fit_model, score, shared_round
+
+    data = frame.with_columns(value=pl.col("x") * 3 + pl.col("count") + (pl.col("colour") == "red") * 2.0)
+    cfg = DatasetConfig(source="mem.parquet", target="value", task=Task.REGRESSION)
+    prepared = prepare(prepare_splits(data, cfg, seed=0), cfg, ValidationConfig(cv_folds=3))
+    opts = lightgbm(cfg, {"learning_rate": 0.3, "num_boost_round": 300, "early_stopping_rounds": 20})
+    cv = cross_validate(prepared, opts)
+    X, y = prepared.cv_rows()
+    models = [
+        fit_model(prepared, opts, X[f.train], y[f.train], X[f.valid], y[f.valid]) for f in prepared.plan.folds
+    ]
+    own = [m.best_iteration_ for m in models]
+    rounds = shared_round(models)
+    assert cv.best_iterations == [rounds] * 3 and len(set(own)) > 1  # the folds alone disagreed
+    for fold, model, value in zip(prepared.plan.folds, models, cv.scores, strict=True):
+        at_shared = model.scores_at(X[fold.valid], rounds)
+        assert value == pytest.approx(score(prepared, y[fold.valid], at_shared))
+        np.testing.assert_allclose(cv.oof[fold.valid], at_shared)
+    # Judged at their own best rounds the folds would have looked better: that optimism is what is removed.
+    # (RMSE, and early stopping watched the squared error: each fold's own best round is its best RMSE.)
+    flattering = [
+        score(prepared, y[f.valid], predict_scores(m, Task.REGRESSION, X[f.valid]))
+        for f, m in zip(prepared.plan.folds, models, strict=True)
+    ]
+    assert np.mean(cv.scores) >= np.mean(flattering) - 1e-12
+
+
+def test_shared_round_pads_a_fold_that_stopped_early_and_knows_the_direction():
+    from types import SimpleNamespace
+
+    from pmls.ml.fitting import shared_round
+
+    def model(curve, higher=False):
+        return SimpleNamespace(valid_curve_=np.asarray(curve, dtype=float), curve_higher_is_better_=higher)
+
+    # Fold 2 stopped after 3 rounds at 0.5: its last value stands for rounds 4-5, so round 4 wins on average.
+    assert shared_round([model([0.9, 0.7, 0.6, 0.4, 0.45]), model([0.8, 0.6, 0.5])]) == 4
+    assert shared_round([model([0.6, 0.8, 0.7], higher=True), model([0.5, 0.9, 0.6], higher=True)]) == 2
+    assert (
+        shared_round([model([0.9, 0.7]), SimpleNamespace(valid_curve_=None)]) is None
+    )  # a family without one

@@ -17,21 +17,16 @@ import pytest
 
 import pmls.ml.augment as augment
 import pmls.ml.balancing as balancing
-import pmls.ml.pipeline as pipeline
+import pmls.ml.fitting as fitting
+import pmls.ml.prepared as prepared_module
 from pmls.contracts import DatasetConfig, ModelType, Task, ValidationConfig
 from pmls.ml.bundle import load_bundle, save_bundle
 from pmls.ml.data import prepare_splits
 from pmls.ml.errors import DataError
+from pmls.ml.final import fit_final
+from pmls.ml.fitting import FitOptions, cross_validate, fit_model, predict_scores
 from pmls.ml.metrics import compute_metrics
-from pmls.ml.pipeline import (
-    FitOptions,
-    cross_validate,
-    fit_final,
-    fit_model,
-    predict_scores,
-    prepare,
-    resolve_metric,
-)
+from pmls.ml.prepared import prepare, resolve_metric
 from pmls.ml.zoo import REGISTRY
 
 START = datetime(2024, 1, 1)
@@ -189,23 +184,22 @@ def test_feature_selection_sees_training_rows_only(monkeypatch):
     cfg = panel_config(feature_selection=True)
     splits = prepare_splits(df, cfg, seed=0)
     seen = {}
-    real = pipeline.select_features
+    real = prepared_module.select_features
 
     def spy(X, y, names, **kw):
         seen.update(X=X.copy(), y=np.array(y), names=list(names), plan=kw["plan"])
         return real(X, y, names, **kw)
 
-    monkeypatch.setattr(pipeline, "select_features", spy)
+    monkeypatch.setattr(prepared_module, "select_features", spy)
     prepared = prepare(splits, cfg, ValidationConfig(cv_folds=FOLDS), seed=0)
     before = prepared.preprocessor.transform(splits.train)
     assert len(seen["X"]) == splits.train.height == len(prepared.y["train"])
     np.testing.assert_array_equal(seen["X"], before)
     np.testing.assert_array_equal(seen["y"], prepared.y["train"])
     assert seen["plan"] is prepared.plan
-    assert all(
-        f.train.max() < splits.train.height and f.valid.max() < splits.train.height
-        for f in prepared.plan.folds
-    )
+    # Selection fits on the folds' training positions only, and those are all training rows (the plan's last
+    # fold validates on the validation period, which selection never reads).
+    assert all(f.train.max() < splits.train.height for f in prepared.plan.folds)
     # What survived is exactly the kept columns of the training matrix, in every split.
     assert prepared.selection is not None and prepared.names == prepared.selection.kept
     np.testing.assert_array_equal(prepared.X["train"], before[:, prepared.kept])
@@ -283,12 +277,27 @@ def test_timeseries_folds_never_validate_on_the_past():
     splits = prepare_splits(panel(Task.REGRESSION), cfg, seed=0)
     prepared = prepare(splits, cfg, ValidationConfig(cv_folds=4), seed=0)
     assert prepared.plan.strategy == "timeseries" and len(prepared.plan.folds) == 4
-    times = splits.train.get_column("ts").to_numpy()
+    # Positions run on from the training period into the validation period, which the last fold validates on.
+    assert prepared.plan.spans_validation
+    times = pl.concat([splits.train, splits.validation]).get_column("ts").to_numpy()
     for fold in prepared.plan.folds:
         assert times[fold.train].max() < times[fold.valid].min()
         assert not set(fold.train.tolist()) & set(fold.valid.tolist())
+    n_train = splits.train.height
+    last = prepared.plan.folds[-1]
+    assert last.valid.tolist() == list(range(n_train, n_train + splits.validation.height))
+    assert last.train.tolist() == list(range(n_train))  # every training row, no gap asked for
+    assert all(fold.valid.max() < n_train for fold in prepared.plan.folds[:-1])
+    cv = cross_validate(prepared, options(cfg, ModelType.LIGHTGBM))
+    assert cv.oof.shape[0] == n_train + splits.validation.height
+    assert np.isfinite(cv.oof[n_train:]).all()  # the validation period is predicted out of fold
     # ... and the periods themselves run forward: training, then validation, then test.
-    assert times.max() < splits.validation.get_column("ts").min() <= splits.validation.get_column("ts").max()
+    train_times = splits.train.get_column("ts")
+    assert (
+        train_times.max()
+        < splits.validation.get_column("ts").min()
+        <= splits.validation.get_column("ts").max()
+    )
     assert splits.validation.get_column("ts").max() <= splits.test.get_column("ts").min()
 
 
@@ -350,7 +359,7 @@ def test_augmentation_still_learns(family, method):
     prepared = prepare(prepare_splits(panel(Task.MULTICLASS), cfg, seed=0), cfg, NO_CV)
     opts = options(cfg, family)
     X, y = prepared.inputs("train", SEQ_LEN if family is ModelType.LSTM else None), prepared.y["train"]
-    grown, _, _ = pipeline._rebalance_and_augment(prepared, opts, X, y, sequential=family is ModelType.LSTM)
+    grown, _, _ = fitting._rebalance_and_augment(prepared, opts, X, y, sequential=family is ModelType.LSTM)
     assert len(grown) == 2 * len(X)
     final = fit_final(prepared, opts)
     assert_beats_baseline(Task.MULTICLASS, prepared, final.metrics.test_metrics)
@@ -383,8 +392,9 @@ def test_chosen_metric_drives_cross_validation():
     opts = options(cfg, ModelType.LIGHTGBM)
     cv = cross_validate(prepared, opts)
     assert cv.metric == "accuracy"
-    X, y = prepared.X["train"], prepared.y["train"]
+    X, y = prepared.cv_rows()
     for fold, value in zip(prepared.plan.folds, cv.scores, strict=True):
         model = fit_model(prepared, opts, X[fold.train], y[fold.train], X[fold.valid], y[fold.valid])
-        predicted = predict_scores(model, Task.BINARY, X[fold.valid]).argmax(axis=1)
+        # Every fold is judged at the shared round (LightGBM: the best of the folds' mean validation loss).
+        predicted = model.scores_at(X[fold.valid], cv.best_iterations[0]).argmax(axis=1)
         assert value == pytest.approx(float(np.mean(predicted == y[fold.valid])))

@@ -45,6 +45,10 @@ class ZooModel:
 
     model_type: ClassVar[ModelType]
     sequential: ClassVar[bool] = False  # True: X is (n, seq_len, features) instead of (n, features)
+    # Boosting families record the validation loss of every round they trained (``scores_at`` predicts at any
+    # of them), so cross-validation can judge all folds at one shared round; the others leave it None.
+    valid_curve_: np.ndarray | None = None
+    curve_higher_is_better_: bool = False
 
     def __init__(
         self,
@@ -89,6 +93,10 @@ class ZooModel:
                 "task", f"predict_proba needs a classifier; this {self.model_type} is a regressor"
             )
         return np.asarray(self._raw(self._check_X(X)), dtype=np.float64)
+
+    def scores_at(self, X: np.ndarray, rounds: int) -> np.ndarray:
+        """Predictions of the model as it was after ``rounds`` rounds (families with a ``valid_curve_``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not predict at a given round")
 
     def _check_fitted(self) -> None:
         if "feature_importances_" not in vars(self):

@@ -18,6 +18,7 @@ DEFAULT_EARLY_STOPPING = 50
 OBJECTIVES = {Task.BINARY: "binary", Task.MULTICLASS: "multiclass", Task.REGRESSION: "regression"}
 # Keys that steer the training loop rather than the booster; LightGBM would warn about them in params.
 ROUND_KEYS = ("num_boost_round", "num_iterations", "n_estimators", "num_rounds", "num_trees")
+HIGHER_IS_BETTER_METRICS = {"auc", "average_precision", "ndcg", "map", "auc_mu"}
 MODEL_FILE = "model.txt"
 VALID_NAME = "validation"
 
@@ -75,6 +76,7 @@ class LightGBMModel(ZooModel):
         data = self._fit_data(X, y, X_valid, y_valid, sample_weight, categorical)
         self.booster_ = self._train(data, callbacks)
         best = self.booster_.best_iteration or self.booster_.current_iteration()
+        self.valid_curve_, self.curve_higher_is_better_ = self._curve()
         self._finish_fit(data, self.booster_.feature_importance(importance_type="gain"), best)
         return self
 
@@ -99,7 +101,26 @@ class LightGBMModel(ZooModel):
         if callbacks:
             hooks.append(_progress(callbacks, rounds))
         names = [VALID_NAME] if valid_sets else None
+        self._evals: dict = {}
+        if valid_sets:
+            hooks.append(lgb.record_evaluation(self._evals))
         return lgb.train(full, train_set, rounds, valid_sets=valid_sets, valid_names=names, callbacks=hooks)
+
+    def _curve(self) -> tuple[np.ndarray | None, bool]:
+        """The validation loss per round (the metric early stopping watched), and its direction."""
+        recorded = self._evals.pop(VALID_NAME, None) if hasattr(self, "_evals") else None
+        if not recorded:
+            return None, False
+        metric, values = next(iter(recorded.items()))
+        return np.asarray(values, dtype=np.float64), metric in HIGHER_IS_BETTER_METRICS
+
+    def scores_at(self, X: np.ndarray, rounds: int) -> np.ndarray:
+        """Predictions (values, or class probabilities) of the first ``rounds`` trees, trained beyond the best
+        round included, so that every cross-validation fold can be judged at one shared round."""
+        raw = self.booster_.predict(self._check_X(X), num_iteration=int(rounds), num_threads=self.num_threads)
+        if self.task is Task.BINARY:
+            return np.column_stack([1.0 - raw, raw])
+        return np.asarray(raw, dtype=np.float64)
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         raw = self.booster_.predict(X, num_threads=self.num_threads)  # best iteration when early-stopped
