@@ -138,7 +138,7 @@ def load_bundle(directory: str | Path) -> Bundle:
     path = Path(directory)
     meta = json.loads((path / META_FILE).read_text())
     if meta["model_type"] == ModelType.ENSEMBLE.value:
-        from pmls.ml.ensemble import EnsembleModel
+        from pmls.ml.ensemble_model import EnsembleModel
 
         load_model = EnsembleModel.load
     else:

@@ -144,7 +144,7 @@ def _bag(
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from pmls.ml.ensemble import Bag
+    from pmls.ml.ensemble_model import Bag
 
     X_all = np.concatenate([X[s] for s in splits])
     y_all = np.concatenate([prepared.y[s] for s in splits])
@@ -231,7 +231,8 @@ def build_ensemble(
     held-out prediction (out of fold and validation); refit the chosen members on training + validation (the
     test metrics come from this ensemble), then on every row (``refit_all``): the ensemble delivered. Each
     delivered member is one refit, or (``bag_folds`` >= 2) a bag of k models, one per fold left out."""
-    from pmls.ml.ensemble import EnsembleModel, choose_ensemble
+    from pmls.ml.ensemble import choose_ensemble
+    from pmls.ml.ensemble_model import EnsembleModel
 
     seqs = [sequence_length(c.opts) for c in candidates]
     firsts, valid_scores, costs = [], [], []
