@@ -265,7 +265,8 @@ def test_a_bundle_knows_which_rows_it_was_fitted_on(small, frame, tmp_path):
     assert bundle.unseen(splits.test.drop("y")) is None  # without the columns it hashed it cannot tell
 
 
-def test_every_fold_is_judged_at_the_round_best_on_average(frame):
+@pytest.mark.parametrize("family", [ModelType.LIGHTGBM, ModelType.XGBOOST])
+def test_every_fold_is_judged_at_the_round_best_on_average(frame, family):
     """Boosting folds are scored at one shared round (the best of the folds' mean validation loss), as lgb.cv
     does, not each at its own best round; the scores and out-of-fold predictions are those of that round."""
     from pmls.ml.fitting import fit_model, score, shared_round
@@ -273,7 +274,8 @@ def test_every_fold_is_judged_at_the_round_best_on_average(frame):
     data = frame.with_columns(value=pl.col("x") * 3 + pl.col("count") + (pl.col("colour") == "red") * 2.0)
     cfg = DatasetConfig(source="mem.parquet", target="value", task=Task.REGRESSION)
     prepared = prepare(prepare_splits(data, cfg, seed=0), cfg, ValidationConfig(cv_folds=3))
-    opts = lightgbm(cfg, {"learning_rate": 0.3, "num_boost_round": 300, "early_stopping_rounds": 20})
+    params = {"learning_rate": 0.3, "num_boost_round": 300, "early_stopping_rounds": 20}
+    opts = FitOptions.from_config(cfg, family, params, seed=0, num_threads=1)
     cv = cross_validate(prepared, opts)
     X, y = prepared.cv_rows()
     models = [

@@ -11,6 +11,7 @@ import xgboost as xgb
 from pmls.contracts import ModelType, Task
 from pmls.ml.zoo.base import Callback, FitData, ZooModel, float_range, int_range, pop_loop_settings
 
+HIGHER_IS_BETTER_METRICS = {"auc", "aucpr", "map", "ndcg", "pre"}
 MODEL_FILE = "model.json"
 VALID_NAME = "validation"
 DEFAULT_ROUNDS = 1000
@@ -90,17 +91,36 @@ class XGBoostModel(ZooModel):
         rounds, patience = pop_loop_settings(full, ROUND_KEYS, DEFAULT_ROUNDS, DEFAULT_EARLY_STOPPING)
         dtrain = xgb.DMatrix(data.X, data.y, weight=data.weight, nthread=self.num_threads)
         hooks: list[xgb.callback.TrainingCallback] = [_Progress(callbacks, rounds)] if callbacks else []
-        evals = []
+        evals, recorded = [], {}
         if data.X_valid is not None:
             evals = [(xgb.DMatrix(data.X_valid, data.y_valid, nthread=self.num_threads), VALID_NAME)]
-            # save_best slices the returned booster to the best round (xgb.train keeps all rounds otherwise)
-            hooks.append(xgb.callback.EarlyStopping(rounds=patience, data_name=VALID_NAME, save_best=True))
-        booster = xgb.train(full, dtrain, rounds, evals=evals, callbacks=hooks, verbose_eval=False)
-        best = booster.best_iteration + 1 if data.X_valid is not None else booster.num_boosted_rounds()
-        return booster, best
+            hooks.append(xgb.callback.EarlyStopping(rounds=patience, data_name=VALID_NAME))
+        booster = xgb.train(
+            full, dtrain, rounds, evals=evals, evals_result=recorded, callbacks=hooks, verbose_eval=False
+        )
+        self.valid_curve_, self.curve_higher_is_better_ = None, False
+        if data.X_valid is None:
+            return booster, booster.num_boosted_rounds()
+        metric, values = list(recorded[VALID_NAME].items())[-1]  # the metric early stopping watched
+        self.valid_curve_ = np.asarray(values, dtype=np.float64)
+        self.curve_higher_is_better_ = metric in HIGHER_IS_BETTER_METRICS
+        # Serve the best round's trees only; keep every trained round (not saved) for ``scores_at``.
+        best = booster.best_iteration + 1
+        self._trained = booster
+        return booster[:best], best
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
-        raw = self.booster_.predict(xgb.DMatrix(X, nthread=self.num_threads))
+        return self._scores(self.booster_, X, None)
+
+    def scores_at(self, X: np.ndarray, rounds: int) -> np.ndarray:
+        """Predictions of the first ``rounds`` trees, trained beyond the best round included (see ZooModel)."""
+        booster = getattr(self, "_trained", None) or self.booster_
+        rounds = min(int(rounds), booster.num_boosted_rounds())
+        return np.asarray(self._scores(booster, self._check_X(X), (0, rounds)), dtype=np.float64)
+
+    def _scores(self, booster: xgb.Booster, X: np.ndarray, iterations: tuple[int, int] | None) -> np.ndarray:
+        dmatrix = xgb.DMatrix(X, nthread=self.num_threads)
+        raw = booster.predict(dmatrix, iteration_range=iterations) if iterations else booster.predict(dmatrix)
         if self.task is Task.BINARY:
             return np.column_stack([1.0 - raw, raw])
         return raw
