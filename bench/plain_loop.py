@@ -163,7 +163,19 @@ def _base_params(f: Frames, seed: int, cores: int) -> dict:
     return params | {"objective": "multiclass", "num_class": len(f.classes)}
 
 
-def optuna_lightgbm(f: Frames, budget: float, seed: int, cores: int) -> Fit:
+@dataclass
+class Search:
+    """The plain loop's search, done: the best trial's full parameters and rounds."""
+
+    params: dict
+    rounds: int
+    trials: int
+    best_cv: float
+    fold_rows: float  # mean training rows of a fold (what the rounds were found on)
+
+
+def search(f: Frames, budget: float, seed: int, cores: int) -> Search:
+    """The plain loop's search on ``f`` (the module docstring's exact loop), without its refit."""
     import lightgbm as lgb
     import optuna
 
@@ -193,16 +205,27 @@ def optuna_lightgbm(f: Frames, budget: float, seed: int, cores: int) -> Fit:
         trial.set_user_attr("rounds", len(result[key]))
         return float(result[key][-1])
 
-    started = time.perf_counter()
     study = optuna.create_study(
         direction="maximize" if f.task is Task.BINARY else "minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),
     )
     study.optimize(objective, timeout=budget)
     best = study.best_trial
-    rounds = int(best.user_attrs["rounds"])
-    params = base | best.params | {"bagging_freq": 1}
-    booster = lgb.train(params, lgb.Dataset(f.X, f.y), num_boost_round=rounds)
+    return Search(
+        params=base | best.params | {"bagging_freq": 1},
+        rounds=int(best.user_attrs["rounds"]),
+        trials=len(study.trials),
+        best_cv=float(best.value),
+        fold_rows=float(np.mean([len(train) for train, _ in folds])),
+    )
+
+
+def optuna_lightgbm(f: Frames, budget: float, seed: int, cores: int) -> Fit:
+    import lightgbm as lgb
+
+    started = time.perf_counter()
+    found = search(f, budget, seed, cores)
+    booster = lgb.train(found.params, lgb.Dataset(f.X, f.y), num_boost_round=found.rounds)
     wall = time.perf_counter() - started
     predicted = booster.predict(f.X_hidden)
     if f.task is Task.BINARY:
@@ -210,7 +233,7 @@ def optuna_lightgbm(f: Frames, budget: float, seed: int, cores: int) -> Fit:
     return Fit(
         np.asarray(predicted, dtype=np.float64),
         wall,
-        f"{len(study.trials)} trials, best CV {best.value:.4f} at {rounds} rounds",
+        f"{found.trials} trials, best CV {found.best_cv:.4f} at {found.rounds} rounds",
     )
 
 

@@ -33,49 +33,6 @@ TIME_ORDERED = ("chicago", "txhousing", "hotel_rates", "flights")
 MAX_ROUND_SCALE = 1.5  # as pmls.ml.final
 
 
-def _plain_search(f: plain_loop.Frames, budget: float, seed: int) -> tuple[dict, int, int, float]:
-    """The plain loop's search on ``f``: (best params, best rounds, trials, mean fold-train rows)."""
-    import lightgbm as lgb
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base, folds = plain_loop._base_params(f, seed, 2), plain_loop._folds(f, seed)
-    key = f"valid {plain_loop.LGB_METRIC[f.task]}-mean"
-
-    def objective(trial: optuna.Trial) -> float:
-        params = base | {
-            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
-            "num_leaves": trial.suggest_int("num_leaves", 7, 255, log=True),
-            "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 2, 100, log=True),
-            "feature_fraction": trial.suggest_float("feature_fraction", 0.4, 1.0),
-            "bagging_fraction": trial.suggest_float("bagging_fraction", 0.4, 1.0),
-            "bagging_freq": 1,
-            "lambda_l1": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
-            "lambda_l2": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
-        }
-        result = lgb.cv(
-            params,
-            lgb.Dataset(f.X, f.y),
-            num_boost_round=plain_loop.MAX_ROUNDS,
-            folds=folds,
-            callbacks=[lgb.early_stopping(plain_loop.EARLY_STOPPING, verbose=False)],
-        )
-        trial.set_user_attr("rounds", len(result[key]))
-        return float(result[key][-1])
-
-    direction = "maximize" if f.task.value == "binary" else "minimize"
-    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
-    study.optimize(objective, timeout=budget)
-    best = study.best_trial
-    fold_rows = float(np.mean([len(train) for train, _ in folds]))
-    return (
-        base | best.params | {"bagging_freq": 1},
-        int(best.user_attrs["rounds"]),
-        len(study.trials),
-        fold_rows,
-    )
-
-
 def _refit_score(s: BenchSet, params: dict, rounds: int) -> float:
     import lightgbm as lgb
 
@@ -93,8 +50,9 @@ def rows(s: BenchSet, budget: float, seed: int, fractions: list[float]) -> None:
         head = plain_loop.Frames(
             f.task, f.classes, f.X.iloc[:n], f.y[:n], f.X_hidden, f.y_hidden, f.time_ordered
         )
-        params, rounds, trials, fold_rows = _plain_search(head, budget, seed)
-        scaled = int(round(rounds * min(MAX_ROUND_SCALE, len(f.y) / fold_rows)))
+        found = plain_loop.search(head, budget, seed, 2)
+        params, rounds, trials = found.params, found.rounds, found.trials
+        scaled = int(round(rounds * min(MAX_ROUND_SCALE, len(f.y) / found.fold_rows)))
         print(
             f"{s.bs.name} seed {seed}: tuned on the oldest {fraction:.0%} ({n} rows, {trials} trials), refit on all "
             f"{len(f.y)}: {rounds} rounds {_refit_score(s, params, rounds):.4f}, "
@@ -142,7 +100,8 @@ def _prepare(s: BenchSet, seed: int):
 def pipeline(s: BenchSet, budget: float, seed: int) -> None:
     from pmls.ml.fitting import FitOptions, cross_validate
 
-    params, rounds, trials, _ = _plain_search(s.f, budget, seed)
+    found = plain_loop.search(s.f, budget, seed, 2)
+    params, rounds, trials = found.params, found.rounds, found.trials
     service_params = {
         k: v for k, v in params.items() if k in ("learning_rate", "num_leaves", "feature_fraction")
     }
