@@ -65,6 +65,7 @@ from pmls.ml.fitting import FitOptions, cross_validate
 from pmls.ml.prepared import higher_is_better, prepare
 from pmls.ml.search import distributions, make_sampler, merge_space
 from pmls.ml.sources import load_source
+from pmls.settings import PORT_VARS
 
 FAMILY = ModelType.LIGHTGBM
 THREADS = 2
@@ -72,14 +73,6 @@ FOLDS = 5
 SEEDS = (7, 8, 9, 10, 11)
 DEFAULT_ROWS = 4_000
 TARGETS = {1: 1.10, 2: 0.65}  # service wall / plain wall, per trial-slot setting
-PORT_VARS = (
-    "PMLS_API_PORT",
-    "PMLS_TEMPORAL_PORT",
-    "PMLS_TEMPORAL_UI_PORT",
-    "PMLS_POSTGRES_PORT",
-    "PMLS_REDIS_PORT",
-    "PMLS_MLFLOW_PORT",
-)
 FINISHED = {"COMPLETE", "PRUNED", "FAILED"}
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 TARGET_COLUMN = "label"

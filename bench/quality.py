@@ -87,19 +87,12 @@ import polars as pl
 from bench import plain_loop
 from pmls.contracts import Task
 from pmls.ml.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
+from pmls.settings import PORT_VARS
 
 CORES = os.cpu_count() or 2
 DEFAULT_BUDGET, QUICK_BUDGET, DEFAULT_SEEDS = 60, 15, (0, 1, 2)
 QUICK_SETS = ("digits", "ames")  # --quick; where SETS lacks them, its first two sets tagged "small"
 TRIALS = 10_000  # more than any budget allows: the time budget binds
-PORT_VARS = (
-    "PMLS_API_PORT",
-    "PMLS_TEMPORAL_PORT",
-    "PMLS_TEMPORAL_UI_PORT",
-    "PMLS_POSTGRES_PORT",
-    "PMLS_REDIS_PORT",
-    "PMLS_MLFLOW_PORT",
-)
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 BUDGET_ERROR = "no trial finished within optimization_timeout"
 SERVICE = ("ENSEMBLE", "LIGHTGBM")

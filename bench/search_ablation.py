@@ -102,11 +102,9 @@ def pipeline(s: BenchSet, budget: float, seed: int) -> None:
 
     found = plain_loop.search(s.f, budget, seed, 2)
     params, rounds, trials = found.params, found.rounds, found.trials
-    service_params = {
-        k: v for k, v in params.items() if k in ("learning_rate", "num_leaves", "feature_fraction")
-    }
-    service_params |= {k: params[k] for k in ("bagging_fraction", "lambda_l1", "lambda_l2")}
-    service_params["min_child_samples"] = params["min_data_in_leaf"]
+    # The plain loop's tuned parameters under the service's names (min_data_in_leaf is min_child_samples there).
+    tuned = ("learning_rate", "num_leaves", "feature_fraction", "bagging_fraction", "lambda_l1", "lambda_l2")
+    service_params = {k: params[k] for k in tuned} | {"min_child_samples": params["min_data_in_leaf"]}
     cfg, prepared = _prepare(s, seed)
     opts = FitOptions.from_config(cfg, ModelType.LIGHTGBM, service_params, seed=seed, num_threads=2)
     cv = cross_validate(prepared, opts)

@@ -15,6 +15,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pmls.contracts.temporal import TRAINING_QUEUE, TRIALS_QUEUE
 
 _ENV = SettingsConfigDict(env_prefix="PMLS_", extra="ignore")
+# Every port the embedded stack listens on: tests and benchmarks give each a free port to run beside a stack.
+PORT_VARS = (
+    "PMLS_API_PORT",
+    "PMLS_TEMPORAL_PORT",
+    "PMLS_TEMPORAL_UI_PORT",
+    "PMLS_POSTGRES_PORT",
+    "PMLS_REDIS_PORT",
+    "PMLS_MLFLOW_PORT",
+)
 
 
 def pmls_home() -> Path:

@@ -11,17 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pmls.settings import Settings
+from pmls.settings import PORT_VARS, Settings
 from pmls.stack import Stack, free_port
-
-PORT_VARS = (
-    "PMLS_API_PORT",
-    "PMLS_TEMPORAL_PORT",
-    "PMLS_TEMPORAL_UI_PORT",
-    "PMLS_POSTGRES_PORT",
-    "PMLS_REDIS_PORT",
-    "PMLS_MLFLOW_PORT",
-)
 
 
 def stack_home() -> Path:

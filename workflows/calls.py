@@ -11,6 +11,7 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from pmls.contracts.activities import ON_TRAINING_QUEUE, ON_TRIALS_QUEUE
     from pmls.contracts.temporal import CHILD_MEMO_KEYS, MEMO_TRIALS_QUEUE, TRIALS_QUEUE
 
 # Bad input never gets better by retrying.
@@ -40,8 +41,15 @@ def child_memo() -> dict:
     return {k: workflow.memo_value(k, default=None) for k in CHILD_MEMO_KEYS}
 
 
+def _check_queue(activity: Callable, groups: tuple[type, ...], queue: str) -> None:
+    # Sent to a queue whose workers do not register it, an activity would wait there until its timeout.
+    if not any(vars(group).get(activity.__name__) is activity for group in groups):
+        raise TypeError(f"{activity.__qualname__} does not run on the {queue} queue")
+
+
 async def io(activity: Callable, arg: Any, *, timeout: timedelta = timedelta(minutes=2)) -> Any:
     """A light activity on the workflow's own queue (a stub of a group in ``ON_TRAINING_QUEUE``)."""
+    _check_queue(activity, ON_TRAINING_QUEUE, "training")
     return await workflow.execute_activity_method(
         activity, arg, start_to_close_timeout=timeout, retry_policy=IO_RETRY
     )
@@ -49,6 +57,7 @@ async def io(activity: Callable, arg: Any, *, timeout: timedelta = timedelta(min
 
 async def cpu(activity: Callable, arg: Any, *, timeout: timedelta) -> Any:
     """A CPU activity on the trials queue (a stub of a group in ``ON_TRIALS_QUEUE``)."""
+    _check_queue(activity, ON_TRIALS_QUEUE, "trials")
     return await workflow.execute_activity_method(
         activity,
         arg,

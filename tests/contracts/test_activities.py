@@ -65,3 +65,16 @@ def test_an_undeclared_activity_and_a_missing_group_are_refused(tmp_path):
         activities_of((contract.Data,), Extra(Workspace(str(tmp_path))))
     with pytest.raises(TypeError, match="no implementation of Training"):
         activities_of((contract.Data, contract.Training), DataActivities(Workspace(str(tmp_path))))
+
+
+def test_a_stub_sent_to_the_wrong_queue_is_refused_before_it_is_scheduled():
+    """io() and cpu() route by the stub's group: a training-queue activity on the trials queue (no worker there
+    registers it) would otherwise wait out its timeout."""
+    from workflows.calls import _check_queue
+
+    _check_queue(contract.Training.fit_final, ON_TRIALS_QUEUE, "trials")
+    _check_queue(contract.Jobs.record_job_status, ON_TRAINING_QUEUE, "training")
+    with pytest.raises(TypeError, match="Jobs.record_job_status does not run on the trials queue"):
+        _check_queue(contract.Jobs.record_job_status, ON_TRIALS_QUEUE, "trials")
+    with pytest.raises(TypeError, match="Data.load_dataset does not run on the training queue"):
+        _check_queue(contract.Data.load_dataset, ON_TRAINING_QUEUE, "training")

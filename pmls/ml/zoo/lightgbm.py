@@ -74,9 +74,12 @@ class LightGBMModel(ZooModel):
 
     def fit(self, X, y, *, X_valid=None, y_valid=None, sample_weight=None, categorical=None, callbacks=()):
         data = self._fit_data(X, y, X_valid, y_valid, sample_weight, categorical)
-        self.booster_ = self._train(data, callbacks)
+        self.booster_, recorded = self._train(data, callbacks)
         best = self.booster_.best_iteration or self.booster_.current_iteration()
-        self.valid_curve_, self.curve_higher_is_better_ = self._curve()
+        if recorded:  # the validation loss per round, as early stopping watched it (the first metric)
+            metric, values = next(iter(recorded.items()))
+            self.valid_curve_ = np.asarray(values, dtype=np.float64)
+            self.curve_higher_is_better_ = metric in HIGHER_IS_BETTER_METRICS
         self._finish_fit(data, self.booster_.feature_importance(importance_type="gain"), best)
         return self
 
@@ -86,7 +89,7 @@ class LightGBMModel(ZooModel):
             params.setdefault("first_metric_only", True)  # stop on the objective's own loss
         return lightgbm_params(self.task, data.n_classes, params, self.seed)
 
-    def _train(self, data: FitData, callbacks: Sequence[Callback]) -> lgb.Booster:
+    def _train(self, data: FitData, callbacks: Sequence[Callback]) -> tuple[lgb.Booster, dict]:
         full = self._booster_params(data)
         rounds, patience = pop_loop_settings(full, ROUND_KEYS, DEFAULT_ROUNDS, DEFAULT_EARLY_STOPPING)
         cats: list[int] | Literal["auto"] = list(data.categorical) or "auto"
@@ -101,18 +104,13 @@ class LightGBMModel(ZooModel):
         if callbacks:
             hooks.append(_progress(callbacks, rounds))
         names = [VALID_NAME] if valid_sets else None
-        self._evals: dict = {}
+        recorded: dict = {}
         if valid_sets:
-            hooks.append(lgb.record_evaluation(self._evals))
-        return lgb.train(full, train_set, rounds, valid_sets=valid_sets, valid_names=names, callbacks=hooks)
-
-    def _curve(self) -> tuple[np.ndarray | None, bool]:
-        """The validation loss per round (the metric early stopping watched), and its direction."""
-        recorded = self._evals.pop(VALID_NAME, None) if hasattr(self, "_evals") else None
-        if not recorded:
-            return None, False
-        metric, values = next(iter(recorded.items()))
-        return np.asarray(values, dtype=np.float64), metric in HIGHER_IS_BETTER_METRICS
+            hooks.append(lgb.record_evaluation(recorded))
+        booster = lgb.train(
+            full, train_set, rounds, valid_sets=valid_sets, valid_names=names, callbacks=hooks
+        )
+        return booster, recorded.get(VALID_NAME, {})
 
     def scores_at(self, X: np.ndarray, rounds: int) -> np.ndarray:
         """Predictions (values, or class probabilities) of the first ``rounds`` trees, trained beyond the best

@@ -114,7 +114,8 @@ class XGBoostModel(ZooModel):
 
     def scores_at(self, X: np.ndarray, rounds: int) -> np.ndarray:
         """Predictions of the first ``rounds`` trees, trained beyond the best round included (see ZooModel)."""
-        booster = getattr(self, "_trained", None) or self.booster_
+        booster = getattr(self, "_trained", None)
+        booster = self.booster_ if booster is None else booster
         rounds = min(int(rounds), booster.num_boosted_rounds())
         return np.asarray(self._scores(booster, self._check_X(X), (0, rounds)), dtype=np.float64)
 
