@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from datetime import UTC, datetime
 
@@ -15,13 +14,11 @@ from temporalio.exceptions import CancelledError
 from activities.errors import input_errors
 from activities.workspace import Workspace, heartbeat
 from pmls.contracts import activities as contract
-from pmls.contracts.experiments import HyperparameterExperiment
 from pmls.contracts.tuning import (
     CollectInput,
     CreateStudyInput,
     EndRunInput,
     LogTrialsInput,
-    RecordTrialsInput,
     StartRunInput,
     StudySpec,
     TrialBatch,
@@ -29,14 +26,12 @@ from pmls.contracts.tuning import (
     TrialInput,
     TrialResult,
     study_name,
-    trial_key,
 )
 from pmls.ml.fitting import FitOptions, cross_validate
 from pmls.ml.search import merge_space, portfolio
-from pmls.storage.cache import Cache
-from pmls.storage.postgres import ExperimentStore
 from pmls.storage.registry import ModelRegistry
 from pmls.storage.studies import StudyStore
+from pmls.storage.trial_rows import TrialRows
 
 
 def _past(deadline: datetime) -> bool:
@@ -48,16 +43,18 @@ class StudyUnavailable(RuntimeError):
 
 
 class TrialActivities(contract.Trials):
-    def __init__(self, workspace: Workspace, studies: StudyStore) -> None:
+    def __init__(self, workspace: Workspace, studies: StudyStore, rows: TrialRows) -> None:
         self.ws = workspace
         self.studies = studies
+        self.rows = rows
 
     @activity.defn
     def run_trials(self, inp: TrialBatchInput) -> TrialBatch:
         """Run trials back to back in this slot: ask, cross-validate (each fold reported to the pruner),
-        tell. A short trial costs no Temporal round trip of its own, so the slot stays busy. A failed trial
-        ends the batch, so that the job's failure policy sees each failure as it happens. Retried, the
-        batch asks with the same keys, takes back each trial it told and re-runs only the unfinished one."""
+        tell, write the trial's row. A short trial costs no Temporal round trip of its own, so the slot stays
+        busy. A failed trial ends the batch, so that the job's failure policy sees each failure as it happens.
+        Retried, the batch asks with the same keys, takes back each trial it told (writing its row again, in
+        case the first attempt died in between) and re-runs only the unfinished one."""
         started, batch = time.monotonic(), TrialBatch()
         for i in range(inp.max_trials):
             if i and (time.monotonic() - started >= inp.batch_seconds or _past(inp.deadline)):
@@ -81,6 +78,7 @@ class TrialActivities(contract.Trials):
                     )
                 )
                 self.studies.tell(inp.study, spec.trial_id, result)
+            self.rows.write(inp.job_id, inp.study.family, [result])
             batch.results.append(result)
             if result.state == "FAILED":
                 break  # the workflow decides whether too many trials fail, after each failure
@@ -141,12 +139,9 @@ class TrialActivities(contract.Trials):
 
 
 class StudyActivities(contract.Studies):
-    def __init__(
-        self, studies: StudyStore, experiments: ExperimentStore, cache: Cache, registry: ModelRegistry
-    ) -> None:
+    def __init__(self, studies: StudyStore, rows: TrialRows, registry: ModelRegistry) -> None:
         self.studies = studies
-        self.experiments = experiments
-        self.cache = cache
+        self.rows = rows
         self.registry = registry
 
     @activity.defn
@@ -171,24 +166,26 @@ class StudyActivities(contract.Studies):
 
     @activity.defn
     async def collect_trials(self, inp: CollectInput) -> list[TrialResult]:
-        """The trials of a batch that was cancelled or failed for good: kept if told, settled if not."""
-        return await asyncio.to_thread(
-            self.studies.collect, inp.study, inp.batch, state=inp.state, error=inp.error
-        )
+        """The trials of a batch that was cancelled or failed for good: kept if told, settled if not; their
+        rows written here (the batch may have died before writing them)."""
 
-    @activity.defn
-    async def record_trials(self, inp: RecordTrialsInput) -> None:
-        """Rows in PostgreSQL and the job's trial list in Redis (the nested MLflow runs: ``log_trials``).
-        Every result here is already told to the study: by its batch, or by ``collect_trials``."""
-        rows = [_row(inp, r) for r in inp.results]
-        await self.experiments.upsert(rows)
-        trials = [HyperparameterExperiment.model_validate(r) for r in await self.experiments.list(inp.job_id)]
-        await self.cache.set_experiments(inp.job_id, trials)
+        def settle() -> list[TrialResult]:
+            results = self.studies.collect(inp.study, inp.batch, state=inp.state, error=inp.error)
+            self.rows.write(inp.job_id, inp.study.family, results)
+            return results
+
+        return await asyncio.to_thread(settle)
 
     @activity.defn
     async def log_trials(self, inp: LogTrialsInput) -> None:
-        """One nested MLflow run per trial under the job's run (parameters, CV score per fold), idempotent."""
-        await asyncio.to_thread(self.registry.log_trials, inp.mlflow_run_id, inp.family.value, inp.results)
+        """One nested MLflow run per told trial under the job's run (parameters, CV score per fold), for
+        the trials that have none yet: read from the study, so nothing travels through workflow history."""
+
+        def log() -> None:
+            results = self.studies.results(inp.study)
+            self.registry.log_trials(inp.mlflow_run_id, inp.study.family.value, results)
+
+        await asyncio.to_thread(log)
 
 
 def study_spec(inp: CreateStudyInput) -> StudySpec:
@@ -207,17 +204,3 @@ def study_spec(inp: CreateStudyInput) -> StudySpec:
         portfolio=portfolio(inp.family, space) if hp.portfolio else [],
         limit=hp.optimization_trials,
     )
-
-
-def _row(inp: RecordTrialsInput, result: TrialResult) -> dict:
-    score = result.score if result.score is not None else math.nan
-    return {
-        "experiment_id": trial_key(inp.job_id, inp.study.family, result.number),
-        "training_job_id": inp.job_id,
-        "hyperparameters": result.params,
-        "performance_score": float(score),
-        "trial_number": result.number,
-        "experiment_duration_minutes": result.duration_seconds / 60,
-        "model_type": inp.study.family.value,
-        "state": result.state,
-    }

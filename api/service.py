@@ -222,8 +222,12 @@ class JobService:
         cached = await self.cache.get_experiments(job_id)
         if cached is not None:
             return cached
-        await self.status(job_id)  # 404 for an unknown job
-        return [HyperparameterExperiment.model_validate(r) for r in await self.experiments.list(job_id)]
+        job = await self.status(job_id)  # 404 for an unknown job
+        trials = [HyperparameterExperiment.model_validate(r) for r in await self.experiments.list(job_id)]
+        if job.status.is_terminal:
+            # A running job's trial slots write rows (and drop this key) as they go; a closed job's rows stay.
+            await self.cache.set_experiments(job_id, trials)
+        return trials
 
     async def active(self) -> list[TrainingJob]:
         return await self.jobs.list(statuses=[TrainingStatus.QUEUED, TrainingStatus.RUNNING])

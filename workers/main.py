@@ -53,7 +53,7 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     from activities.jobs import JobActivities
     from activities.tuning import StudyActivities
     from pmls.storage.cache import Cache
-    from pmls.storage.postgres import ExperimentStore, JobStore, Outbox, create_pool
+    from pmls.storage.postgres import JobStore, Outbox, create_pool
     from pmls.storage.registry import ModelRegistry
     from pmls.storage.studies import StudyStore
     from workflows.training import TrainingWorkflow
@@ -63,9 +63,8 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     cache = Cache(settings.redis.url, timeout=settings.redis.redis_socket_timeout)
     registry = ModelRegistry(settings.mlflow.tracking_uri)
     jobs = JobActivities(pool, cache, registry)
-    studies = StudyActivities(
-        StudyStore(settings.database.optuna_url), ExperimentStore(pool), cache, registry
-    )
+    rows = _trial_rows(settings)
+    studies = StudyActivities(StudyStore(settings.database.optuna_url), rows, registry)
     relay = asyncio.create_task(_relay_forever(Outbox(pool), cache, settings.worker.relay_interval_seconds))
     reconciler = asyncio.create_task(
         _reconcile_forever(client, JobStore(pool), cache, settings.worker.reconcile_interval_seconds)
@@ -81,6 +80,7 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     finally:
         relay.cancel()
         reconciler.cancel()
+        rows.close()
         await cache.close()
         await pool.close()
 
@@ -108,7 +108,8 @@ async def run_trials_worker(
     )
     _limit_torch_threads(threads)
     ws = Workspace(settings.artifacts, threads_per_trial=threads)
-    trials = TrialActivities(ws, StudyStore(settings.database.optuna_url))
+    rows = _trial_rows(settings)
+    trials = TrialActivities(ws, StudyStore(settings.database.optuna_url), rows)
     champion = ChampionActivities(ModelRegistry(settings.mlflow.tracking_uri), ws)
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
         worker = Worker(
@@ -123,7 +124,18 @@ async def run_trials_worker(
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
         )
-        await _run_until(worker, stop)
+        try:
+            await _run_until(worker, stop)
+        finally:
+            rows.close()
+
+
+def _trial_rows(settings: Settings):
+    from pmls.storage.trial_rows import TrialRows
+
+    return TrialRows(
+        settings.database.url, settings.redis.url, redis_timeout=settings.redis.redis_socket_timeout
+    )
 
 
 def _limit_torch_threads(threads: int) -> None:

@@ -12,7 +12,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 from workflows.calls import child_memo, cpu, io
-from workflows.patches import FOLLOW_LEADERS_PATCH, MLFLOW_RUN_PATCH
 from workflows.tuning import TuningWorkflow
 
 with workflow.unsafe.imports_passed_through():
@@ -157,7 +156,7 @@ class TrainingWorkflow:
         await self._enter("validating", status=TrainingStatus.RUNNING)
         self._validate(inp)
         seed = req.random_seed if req.random_seed is not None else workflow.random().randint(0, 2**31 - 1)
-        if req.hyperparameter_config.tunes and workflow.patched(MLFLOW_RUN_PATCH):
+        if req.hyperparameter_config.tunes:
             # The job's MLflow run (the trials nest under it), created beside load, split and preparation.
             self._mlflow_run = asyncio.create_task(self._start_mlflow_run(inp, seed))
 
@@ -323,14 +322,10 @@ class TrainingWorkflow:
                 ),
             )
 
-        if self._mlflow_run is None:  # a job started before MLFLOW_RUN_PATCH: its history has this order
-            run_id = await self._start_mlflow_run(inp, seed)
-            studies = [await create(family) for family in families]
-        else:
-            studies = await asyncio.gather(*(create(family) for family in families))
-            run_id = await self._mlflow_run
+        studies = await asyncio.gather(*(create(family) for family in families))
+        run_id = await self._mlflow_run
         parallel = max(1, slots // len(families))
-        if len(families) > 1 and workflow.patched(FOLLOW_LEADERS_PATCH):
+        if len(families) > 1:
             self._leaders = _Leaders(
                 {f.value: s.study for f, s in zip(families, studies, strict=True)},
                 parallel,
@@ -380,7 +375,7 @@ class TrainingWorkflow:
                 asyncio.create_task(
                     io(
                         contract.Studies.log_trials,
-                        LogTrialsInput(mlflow_run_id=run_id, family=study.family, results=result.unlogged),
+                        LogTrialsInput(mlflow_run_id=run_id, study=study),
                     )
                 )
                 for study, result in results

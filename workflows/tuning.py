@@ -5,10 +5,10 @@ deterministic id ``trials-{k}`` (ask, cross-validate, tell, back to back for ~10
 batch of one): a child workflow or an activity per trial would cost a large share of a short trial in
 dispatch and server CPU (the README's ``bench/overhead`` notes have the figures).
 Trials are keyed ``trials-{k}/{i}`` in the study, so a retried batch repeats none; a batch that is
-cancelled or fails for good has its trials settled from the study (``collect_trials``). Results are recorded
-in the background: rows every few seconds, nested MLflow runs every 2 minutes (the last ones are handed
-to the parent, which logs them beside the final fit). The history stays bounded by
-continuing as new; the study (PostgreSQL) is the source of truth.
+cancelled or fails for good has its trials settled from the study (``collect_trials``). The slot that tells a
+trial writes its row; only decisions (counts, the best trial) come back here. Nested MLflow runs are logged
+from the study every 2 minutes (those of the last trials by the parent, beside the final fit). The history
+stays bounded by continuing as new; the study (PostgreSQL) is the source of truth.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityCancellationType
 
 from workflows.calls import TRIAL_RETRY, io, trials_queue
-from workflows.patches import MLFLOW_RUN_PATCH
 
 with workflow.unsafe.imports_passed_through():
     from pmls.contracts import activities as contract
@@ -35,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
     from pmls.contracts.tuning import (
         CollectInput,
         LogTrialsInput,
-        RecordTrialsInput,
         TrialBatch,
         TrialBatchInput,
         TrialResult,
@@ -45,11 +43,9 @@ with workflow.unsafe.imports_passed_through():
         TuningState,
     )
 
-ROWS_EVERY, ROWS_SECONDS = 10, 5.0
 # Nested MLflow runs cost MLflow server CPU, taken from the trials while they run: a long search
 # logs them every 2 minutes, a short one only at its end, where the parent logs them beside the final fit.
 MLFLOW_EVERY, MLFLOW_SECONDS = 100, 120.0
-PRE_PATCH_MLFLOW_EVERY, PRE_PATCH_MLFLOW_SECONDS = 20, 15.0  # searches started before MLFLOW_RUN_PATCH
 PROGRESS_SECONDS = 2.0
 BATCH_SECONDS = 10.0
 
@@ -59,10 +55,8 @@ class TuningWorkflow:
     def __init__(self) -> None:
         self._running: dict[str, asyncio.Task] = {}  # batch id -> its activity
         self._exhausted = False
-        self._channels: list[_Channel] = []
-        self._runs: _Channel | None = None  # the nested MLflow runs' channel, when the job has a run
+        self._runs: _RunLog | None = None  # the nested MLflow runs, when the job has a run
         self._finished_at_start = 0  # trials finished by the runs before this one (continue-as-new)
-        self._hand_over = False  # the last nested MLflow runs go to the parent (MLFLOW_RUN_PATCH)
         self._last_progress = None
         self._signals: list[asyncio.Task] = []
         self._outpaced = False  # the parent stopped this family for the leaders (ENSEMBLE)
@@ -73,35 +67,22 @@ class TuningWorkflow:
         self.inp, self.state = inp, inp.state or TuningState()
         self._finished_at_start = self.state.finished
         self._last_progress = workflow.now()
-        # Rows (PostgreSQL, Redis) soon after each batch; nested MLflow runs, the costlier write, seldom.
-        # Searches started since MLFLOW_RUN_PATCH log nested runs seldom and hand the last ones to the parent;
-        # one started before keeps its cadence (a cadence change alters the commands a replay expects).
-        self._hand_over = workflow.patched(MLFLOW_RUN_PATCH)
-        every, seconds = (
-            (MLFLOW_EVERY, MLFLOW_SECONDS)
-            if self._hand_over
-            else (PRE_PATCH_MLFLOW_EVERY, PRE_PATCH_MLFLOW_SECONDS)
-        )
-        self._runs = _Channel(self._log_runs, every, seconds, workflow.now()) if inp.mlflow_run_id else None
-        self._channels = [
-            _Channel(self._record_rows, ROWS_EVERY, ROWS_SECONDS, workflow.now()),
-            *([self._runs] if self._runs else []),
-        ]
+        if inp.mlflow_run_id:
+            self._runs = _RunLog(self._log_runs, MLFLOW_EVERY, MLFLOW_SECONDS, workflow.now())
         try:
             stopped_by = await self._search()
         except BaseException:
-            # A cancel or an error: stop what runs, keep (and record) what finished.
+            # A cancel or an error: stop what runs, settle what it left, log what finished.
             await self._stop_running()
-            await self._flush_records()
+            await self._flush_runs()
             raise
         # A budget stop cancels the running batches; the end of the trials finds none running.
         await self._stop_running()
         if not stopped_by:
-            await self._flush_records()
+            await self._flush_runs()
             workflow.continue_as_new(inp.model_copy(update={"state": self.state}))
-        # The rows are written before the search closes; the last nested MLflow runs go to the parent, which
-        # logs them beside the final fit (they are the costliest write).
-        await self._flush_records(keep_runs=self._hand_over)
+        # The last nested MLflow runs go to the parent, which logs them beside the final fit (the costliest write).
+        await self._flush_runs(send=False)
         return self._result(stopped_by)
 
     async def _search(self) -> str:
@@ -186,7 +167,7 @@ class TuningWorkflow:
     async def _collect(self, batch: str, state: str, error: str) -> list[TrialResult]:
         return await io(
             contract.Studies.collect_trials,
-            CollectInput(study=self.inp.study, batch=batch, state=state, error=error),
+            CollectInput(job_id=self.inp.job_id, study=self.inp.study, batch=batch, state=state, error=error),
         )
 
     async def _wait_for_a_batch(self) -> None:
@@ -222,8 +203,8 @@ class TuningWorkflow:
             s.failed += 1
             s.first_error = s.first_error or result.error
         s.trial_seconds += result.duration_seconds
-        for channel in self._channels:
-            channel.pending.append(result)
+        if self._runs is not None:
+            self._runs.pending += 1
 
     async def _stop_running(self) -> None:
         """Cancel the running batches; what each told stays, what each left running is settled CANCELLED."""
@@ -243,26 +224,19 @@ class TuningWorkflow:
         self._running.clear()
 
     def _record(self) -> None:
-        for channel in self._channels:
-            channel.poll(workflow.now())
+        if self._runs is not None:
+            self._runs.poll(workflow.now())
 
-    async def _flush_records(self, *, keep_runs: bool = False) -> None:
-        """Send what waits on every channel; with ``keep_runs`` the nested MLflow runs stay pending
-        (``_result`` hands them to the parent)."""
-        await asyncio.gather(
-            *(channel.flush(send=not (keep_runs and channel is self._runs)) for channel in self._channels)
-        )
+    async def _flush_runs(self, *, send: bool = True) -> None:
+        """Wait for the nested runs being logged; then log the rest, or (``send=False``) leave them to
+        the parent (``_result`` says how many)."""
+        if self._runs is not None:
+            await self._runs.flush(send=send)
 
-    async def _record_rows(self, batch: list[TrialResult]) -> None:
-        await io(
-            contract.Studies.record_trials,
-            RecordTrialsInput(job_id=self.inp.job_id, study=self.inp.study, results=batch),
-        )
-
-    async def _log_runs(self, batch: list[TrialResult]) -> None:
+    async def _log_runs(self) -> None:
         await io(
             contract.Studies.log_trials,
-            LogTrialsInput(mlflow_run_id=self.inp.mlflow_run_id, family=self.inp.study.family, results=batch),
+            LogTrialsInput(mlflow_run_id=self.inp.mlflow_run_id, study=self.inp.study),
         )
 
     def _report_progress(self) -> None:
@@ -319,7 +293,6 @@ class TuningWorkflow:
 
     def _result(self, stopped_by: str) -> TuningResult:
         s = self.state
-        unlogged = list(self._runs.pending) if self._runs else []
         return TuningResult(
             family=self.inp.study.family,
             best=s.best,
@@ -330,17 +303,17 @@ class TuningWorkflow:
             cancelled=s.cancelled,
             stopped_by=stopped_by,
             error=s.first_error,
-            unlogged=unlogged,
+            unlogged=self._runs.pending if self._runs else 0,
         )
 
 
-class _Channel:
-    """Results waiting for one kind of write, sent in the background in batches, one batch in flight; a
-    batch that fails for good fails the run."""
+class _RunLog:
+    """Nested MLflow runs logged in the background from the study, one call in flight; a call that fails for
+    good fails the run. ``pending`` counts the trials finished since the last call."""
 
     def __init__(self, send, every: int, seconds: float, now) -> None:
         self.send, self.every, self.seconds, self.last = send, every, seconds, now
-        self.pending: list[TrialResult] = []
+        self.pending = 0
         self.task: asyncio.Task | None = None
 
     def poll(self, now) -> None:
@@ -350,18 +323,17 @@ class _Channel:
             self.task.result()
             self.task = None
         due = (now - self.last).total_seconds() >= self.seconds
-        if self.pending and (due or len(self.pending) >= self.every):
-            batch, self.pending, self.last = self.pending, [], now
-            self.task = asyncio.create_task(self.send(batch))
+        if self.pending and (due or self.pending >= self.every):
+            self.pending, self.last = 0, now
+            self.task = asyncio.create_task(self.send())
 
     async def flush(self, *, send: bool = True) -> None:
-        """Wait for the batch in flight; then send what is pending, or (``send=False``) leave it pending."""
         if self.task is not None:
             await self.task
             self.task = None
         if send and self.pending:
-            batch, self.pending = self.pending, []
-            await self.send(batch)
+            self.pending = 0
+            await self.send()
 
 
 def _better(score: float | None, best: float | None, direction: str) -> bool:

@@ -23,7 +23,6 @@ from pmls.contracts.tuning import (
     CreateStudyInput,
     EndRunInput,
     LogTrialsInput,
-    RecordTrialsInput,
     StartRunInput,
     StudySpec,
     TrialBatch,
@@ -121,7 +120,7 @@ class Jobs:
 
 
 class Studies:
-    """A search's study, its trial rows and its MLflow runs."""
+    """A search's study and its MLflow runs (a trial's row is written by the slot that tells it)."""
 
     @activity.defn
     async def create_study(self, inp: CreateStudyInput) -> StudySpec:
@@ -137,10 +136,6 @@ class Studies:
 
     @activity.defn
     async def collect_trials(self, inp: CollectInput) -> list[TrialResult]:
-        raise NotImplementedError
-
-    @activity.defn
-    async def record_trials(self, inp: RecordTrialsInput) -> None:
         raise NotImplementedError
 
     @activity.defn

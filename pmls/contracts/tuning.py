@@ -90,6 +90,7 @@ class TrialBatchInput(BaseModel):
 class CollectInput(BaseModel):
     """A batch that ended without returning (cancelled, or failed for good): settle its trials."""
 
+    job_id: str
     study: StudySpec
     batch: str
     state: Literal["CANCELLED", "FAILED"]
@@ -114,16 +115,11 @@ class TrialBatch(BaseModel):
     exhausted: bool = False  # the study had no room for another trial
 
 
-class RecordTrialsInput(BaseModel):
-    job_id: str
-    study: StudySpec
-    results: list[TrialResult]
-
-
 class LogTrialsInput(BaseModel):
+    """Log the study's told trials that have no nested MLflow run yet (read from the study, not carried)."""
+
     mlflow_run_id: str
-    family: ModelType
-    results: list[TrialResult]
+    study: StudySpec
 
 
 class TuningState(BaseModel):
@@ -185,6 +181,6 @@ class TuningResult(BaseModel):
     # "outpaced": an ENSEMBLE job stopped this family to give its time to the families that lead
     stopped_by: Literal["trials", "timeout", "failures", "exhausted", "outpaced"] = "trials"
     error: str | None = None
-    # Finished trials whose nested MLflow runs the search left to the parent, which logs them beside the
-    # final fit rather than keep the search open for them (each costs MLflow server time).
-    unlogged: list[TrialResult] = Field(default_factory=list)
+    # Trials finished since the search last logged nested MLflow runs: the parent logs them beside the final
+    # fit rather than keep the search open for them (each costs MLflow server time).
+    unlogged: int = 0

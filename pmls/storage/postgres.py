@@ -264,32 +264,11 @@ class DeploymentStore:
 
 
 class ExperimentStore:
-    """``hyperparameter_experiments``: one row per trial, keyed by ``{job}/{family}/trial-{n}``."""
+    """``hyperparameter_experiments``, read: one row per trial, keyed by ``{job}/{family}/trial-{n}`` (written by
+    ``pmls.storage.trial_rows`` where the trial is told)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-
-    async def upsert(self, rows: list[dict[str, Any]]) -> None:
-        await self.pool.executemany(
-            """INSERT INTO hyperparameter_experiments (experiment_id, training_job_id, hyperparameters,
-                   performance_score, trial_number, experiment_duration_minutes, model_type, state)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-               ON CONFLICT (experiment_id) DO UPDATE SET performance_score = EXCLUDED.performance_score,
-                   experiment_duration_minutes = EXCLUDED.experiment_duration_minutes, state = EXCLUDED.state""",
-            [
-                (
-                    r["experiment_id"],
-                    r["training_job_id"],
-                    r["hyperparameters"],
-                    r["performance_score"],
-                    r["trial_number"],
-                    r["experiment_duration_minutes"],
-                    r["model_type"],
-                    r["state"],
-                )
-                for r in rows
-            ],
-        )
 
     async def list(self, job_id: str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(

@@ -119,6 +119,11 @@ class StudyStore:
                 out.append(TrialResult.model_validate(t.user_attrs[RESULT]))
         return sorted(out, key=lambda r: r.number)
 
+    def results(self, spec: StudySpec) -> list[TrialResult]:
+        """Every trial told so far, by number: the study is where a result is kept."""
+        trials = self.storage.get_all_trials(self._study_id(spec), deepcopy=False)
+        return [TrialResult.model_validate(t.user_attrs[RESULT]) for t in trials if RESULT in t.user_attrs]
+
     def _study_id(self, spec: StudySpec) -> int:
         if spec.study not in self._ids:
             self._ids[spec.study] = self.storage.get_study_id_from_name(spec.study)

@@ -2,8 +2,8 @@
 
     python -m tests.workflows.record DATA.parquet
 
-It submits a plain job, a tuned job, a job whose source is missing and a tuned job it cancels, then saves
-each workflow's history (the tuning children's too) under tests/workflows/histories/.
+It submits a plain job, a tuned job, an ENSEMBLE job, a job whose source is missing and a tuned job it cancels,
+then saves each workflow's history (the LightGBM tuning child's too) under tests/workflows/histories/.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pmls.temporal import connect_temporal
 OUT = Path(__file__).parent / "histories"
 
 
-def request(job_id: str, data: str, **hp) -> dict:
+def request(job_id: str, data: str, model_type: str = "LIGHTGBM", **hp) -> dict:
     return {
         "training_id": job_id,
-        "model_type": "LIGHTGBM",
+        "model_type": model_type,
         "model_name": "churn",
         "dataset_config": {
             "source": data,
@@ -55,6 +55,7 @@ def run(api: httpx.Client, body: dict, cancel_after: float | None = None) -> Non
 async def save(workflow_id: str, name: str) -> None:
     client = await connect_temporal(Settings())
     history = await client.get_workflow_handle(workflow_id).fetch_history()
+    OUT.mkdir(exist_ok=True)
     (OUT / f"{name}.json").write_text(history.to_json())
     print(f"saved {name}")
 
@@ -67,6 +68,18 @@ def main(data: str) -> None:
             request(f"rec_tuned_{stamp}", data, optimization_method="tpe", optimization_trials=12),
             None,
         ),
+        # Several families: the budget follows the leaders (stop and widen signals to the children).
+        "completed-ensemble": (
+            request(
+                f"rec_ensemble_{stamp}",
+                data,
+                "ENSEMBLE",
+                optimization_method="tpe",
+                optimization_trials=1000,
+                optimization_timeout="45s",
+            ),
+            None,
+        ),
         "failed-missing-source": (request(f"rec_failed_{stamp}", "/nonexistent.parquet"), None),
         "cancelled-during-tuning": (
             request(f"rec_cancel_{stamp}", data, optimization_method="tpe", optimization_trials=1000),
@@ -77,7 +90,7 @@ def main(data: str) -> None:
         for name, (body, cancel_after) in jobs.items():
             run(api, body, cancel_after)
             asyncio.run(save(body["training_id"], name))
-            if "tuned" in name or "tuning" in name:
+            if "tuned" in name or "tuning" in name or "ensemble" in name:
                 asyncio.run(save(f"{body['training_id']}/lightgbm", f"{name}-child"))
 
 
