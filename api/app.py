@@ -40,13 +40,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
     app = FastAPI(
         title="pmls — Prediction Model Learning Service",
         description="Durable training of prediction models: a TrainingRequest in, a registered model out.",
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.settings = settings or Settings()
+    app.state.settings = settings
+    app.add_middleware(errors.BodyLimit, limit=settings.api.api_max_body_bytes)
     errors.install(app)
     for router in (routes.training, routes.models, routes.health):
         app.include_router(router)

@@ -120,6 +120,9 @@ class ApiSettings(BaseSettings):
     model_config = _ENV
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="larger request bodies are refused with 413 before they are read whole"
+    )
 
     @property
     def base_url(self) -> str:

@@ -16,9 +16,12 @@ _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 def parse_duration(text: str) -> timedelta:
     raw = text.strip()
     short = _SHORT.match(raw.lower())
-    if short:
-        return timedelta(**{_UNIT[short["unit"]]: float(short["value"])})
     iso = _ISO.match(raw.upper())
-    if iso and raw.upper() not in ("P", "PT") and any(iso.groupdict().values()):
-        return timedelta(**{k: float(v) for k, v in iso.groupdict().items() if v})
+    try:
+        if short:
+            return timedelta(**{_UNIT[short["unit"]]: float(short["value"])})
+        if iso and raw.upper() not in ("P", "PT") and any(iso.groupdict().values()):
+            return timedelta(**{k: float(v) for k, v in iso.groupdict().items() if v})
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration") from None
     raise ValueError(f"{text!r} is not a duration; use ISO-8601 such as PT2H or P1DT30M, or 90m / 2h / 45s")

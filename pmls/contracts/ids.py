@@ -30,4 +30,8 @@ def completed_event_id(job_id: str) -> str:
 
 
 def model_id(model_name: str, model_type: str, version: str) -> str:
-    return f"{model_name}_{model_type.lower()}_v{version}"[:100]
+    """Never truncated (two versions must not share an id): names are bounded so that it fits."""
+    out = f"{model_name}_{model_type.lower()}_v{version}"
+    if len(out) > 100:
+        raise ValueError(f"model id {out[:40]}... is longer than 100 characters")
+    return out

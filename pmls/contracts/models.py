@@ -5,9 +5,10 @@ Stdlib + pydantic only: workflows import this module inside the sandbox.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,14 +16,51 @@ from pmls.contracts.durations import parse_duration
 from pmls.contracts.enums import ModelType, Task, TrainingMode, TrainingStatus
 from pmls.contracts.periods import parse_period
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+# Ids and names are short enough that every key derived from them fits its 100-character column whole: a trial
+# key is `{job}/{family}/trial-{n}` (27 characters past the job id), a model id `{name}_{family}_v{version}`.
+MAX_ID = 64
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_ID - 1}}}$"
+NAME_PATTERN = rf"^[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_ID - 1}}}$"
 OPTIMIZATION_METHODS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "none")
+MAX_DURATION = timedelta(days=7)  # a job, its search, a gap: past a week it is a typo, not a plan
+MAX_COLUMN = 256
+MAX_SOURCE = 4096
+
+# Upper bounds of the parameters that size a model or its training (trees, rounds, leaves, depth, units,
+# layers, epochs, bins, batch): a search over larger values exhausts a worker instead of finding a model.
+PARAMETER_LIMITS: dict[str, float] = {
+    "n_estimators": 10_000,
+    "num_boost_round": 20_000,
+    "early_stopping_rounds": 1_000,
+    "num_leaves": 131_072,
+    "max_leaves": 131_072,
+    "max_leaf_nodes": 1_000_000,
+    "max_depth": 64,
+    "max_bin": 65_535,
+    "hidden_size": 4_096,
+    "num_layers": 16,
+    "max_epochs": 1_000,
+    "batch_size": 65_536,
+}
+
+Column = Annotated[str, Field(min_length=1, max_length=MAX_COLUMN)]
+Choice = str | bool | int | float | None
 
 
 class Contract(BaseModel):
-    """Base for request-side contracts: unknown fields are an error, not silently dropped."""
+    """Base for request-side contracts: unknown fields are an error, not silently dropped; no NaN or infinity."""
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, allow_inf_nan=False)
+
+
+def bounded_duration(value: str, what: str, *, minimum: timedelta = timedelta(0)) -> str:
+    """A duration string within ``minimum`` .. MAX_DURATION (a ValueError naming the bound otherwise)."""
+    length = parse_duration(value)
+    if length > MAX_DURATION:
+        raise ValueError(f"{what} is at most {MAX_DURATION.days} days (P{MAX_DURATION.days}D)")
+    if length < minimum:
+        raise ValueError(f"{what} must be at least {minimum}")
+    return value
 
 
 class ParameterRange(Contract):
@@ -30,8 +68,8 @@ class ParameterRange(Contract):
     low: float | None = None
     high: float | None = None
     log: bool = False
-    step: float | None = None
-    choices: list[Any] | None = None
+    step: float | None = Field(None, gt=0)
+    choices: list[Choice] | None = Field(None, max_length=256)
 
     @model_validator(mode="after")
     def _bounds(self) -> ParameterRange:
@@ -60,16 +98,19 @@ class DatasetConfig(Contract):
     source: str = Field(
         ...,
         min_length=1,
+        max_length=MAX_SOURCE,
         description=(
             "Parquet/CSV/NDJSON file, glob or folder; `duckdb:SELECT ...` over such files; or "
             "`postgresql://user@host/db?table=NAME` (or `?query=SELECT ...`)"
         ),
     )
-    target: str = Field(..., min_length=1, description="column to predict")
-    timestamp_column: str | None = None
-    entity_column: str | None = None
+    target: Column = Field(..., description="column to predict")
+    timestamp_column: Column | None = None
+    entity_column: Column | None = None
     task: Task | None = Field(None, description="binary, multiclass or regression; inferred when absent")
-    features: list[str] | None = Field(None, description="columns to use; default: all but target")
+    features: list[Column] | None = Field(
+        None, max_length=10_000, description="columns to use; default: all but target"
+    )
     sequence_length: int = Field(10, ge=2, le=512, description="LSTM: time steps per entity sequence")
     gap: str | None = Field(None, description="time left out between training and validation data, e.g. P7D")
     balancing_method: Literal["class_weight", "oversample"] = "class_weight"
@@ -78,9 +119,7 @@ class DatasetConfig(Contract):
     @field_validator("gap")
     @classmethod
     def _gap(cls, value: str | None) -> str | None:
-        if value is not None and parse_duration(value).total_seconds() < 0:
-            raise ValueError("the gap cannot be negative")
-        return value
+        return value if value is None else bounded_duration(value, "the gap")
 
     @field_validator("training_period", "validation_period", "test_period")
     @classmethod
@@ -112,7 +151,9 @@ class DatasetConfig(Contract):
 
 class HyperparameterConfig(Contract):
     optimization_method: str = "tpe"
-    search_space: dict[str, ParameterRange] = Field(default_factory=dict)
+    search_space: dict[Annotated[str, Field(max_length=64)], ParameterRange] = Field(
+        default_factory=dict, max_length=64
+    )
     optimization_trials: int = Field(20, ge=0, le=100_000)
     optimization_timeout: str = "PT1H"
     # ours
@@ -144,7 +185,19 @@ class HyperparameterConfig(Contract):
     def _timeout(cls, value: str) -> str:
         if parse_duration(value).total_seconds() <= 0:
             raise ValueError("the timeout must be positive")
-        return value
+        return bounded_duration(value, "the search's timeout")
+
+    @field_validator("search_space")
+    @classmethod
+    def _within_limits(cls, space: dict[str, ParameterRange]) -> dict[str, ParameterRange]:
+        for name, rng in space.items():
+            limit = PARAMETER_LIMITS.get(name)
+            if limit is None:
+                continue
+            values = [v for v in (rng.choices or []) if isinstance(v, int | float)] + [rng.low, rng.high]
+            if any(v is not None and v > limit for v in values):
+                raise ValueError(f"{name} is at most {limit:g}")
+        return space
 
 
 class ValidationConfig(Contract):
@@ -175,7 +228,7 @@ class ValidationConfig(Contract):
 
 class DeploymentConfig(Contract):
     auto_deploy: bool = False
-    min_improvement: float = 0.0
+    min_improvement: float = Field(0.0, ge=-1e6, le=1e6)
     target: Literal["registry", "local", "kubernetes"] = "registry"
     alias: str = Field("production", pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 
@@ -189,7 +242,7 @@ class TrainingRequest(Contract):
     validation_config: ValidationConfig = Field(default_factory=ValidationConfig)
     deployment_config: DeploymentConfig = Field(default_factory=DeploymentConfig)
     model_name: str | None = Field(
-        None, pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$", description="lineage; default: the target's name"
+        None, pattern=NAME_PATTERN, description="lineage; default: the target's name"
     )
     job_timeout: str = Field("PT4H", description="the whole job's deadline; tuning stops in time to finish")
     random_seed: int | None = Field(
@@ -203,9 +256,7 @@ class TrainingRequest(Contract):
     @field_validator("job_timeout")
     @classmethod
     def _job_timeout(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() < 60:
-            raise ValueError("a job needs at least a minute (PT1M)")
-        return value
+        return bounded_duration(value, "job_timeout", minimum=timedelta(minutes=1))
 
     @model_validator(mode="after")
     def _lstm_needs_time(self) -> TrainingRequest:
@@ -218,7 +269,15 @@ class TrainingRequest(Contract):
 
     @property
     def lineage(self) -> str:
-        return self.model_name or re.sub(r"[^A-Za-z0-9_.\-]", "_", self.dataset_config.target)
+        """The model name; by default the target's, made safe and, when long, shortened with a digest so
+        that two long targets never share a lineage."""
+        if self.model_name:
+            return self.model_name
+        target = self.dataset_config.target
+        name = re.sub(r"[^A-Za-z0-9_.\-]", "_", target)
+        if len(name) > MAX_ID:
+            name = f"{name[: MAX_ID - 9]}_{hashlib.sha256(target.encode()).hexdigest()[:8]}"
+        return name
 
 
 class TrainingMetrics(BaseModel):

@@ -29,11 +29,16 @@ def _parse_point(text: str, *, is_end: bool) -> datetime:
     if len(text) == 10 and "T" not in text:
         day = date.fromisoformat(text)
         point = datetime(day.year, day.month, day.day)
+        if is_end and day == date.max:
+            raise ValueError("the end is past the last representable day; end the period earlier")
         return point + timedelta(days=1) if is_end else point
     point = datetime.fromisoformat(text.replace("Z", "+00:00"))
     # Naive and aware bounds compare against one time line: we work in naive UTC.
     if point.tzinfo is not None:
-        point = point.astimezone(UTC).replace(tzinfo=None)
+        try:
+            point = point.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError("out of the representable range of dates") from None
     return point
 
 
