@@ -11,10 +11,23 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from pmls.contracts.errors import ConflictError, NotFoundError, PmlsError, UnavailableError, UnsupportedError
+from pmls.contracts.errors import (
+    ConflictError,
+    InvalidError,
+    NotFoundError,
+    PmlsError,
+    UnavailableError,
+    UnsupportedError,
+)
 
 log = logging.getLogger("pmls.api")
-STATUS = {NotFoundError: 404, ConflictError: 409, UnsupportedError: 422, UnavailableError: 503}
+STATUS = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    UnsupportedError: 422,
+    InvalidError: 422,
+    UnavailableError: 503,
+}
 
 
 def field_errors(errors: list[dict]) -> list[dict]:

@@ -29,7 +29,13 @@ from pmls.contracts import (
     TrainingRequest,
     TrainingStatus,
 )
-from pmls.contracts.errors import ConflictError, NotFoundError, UnavailableError, UnsupportedError
+from pmls.contracts.errors import (
+    ConflictError,
+    InvalidError,
+    NotFoundError,
+    UnavailableError,
+    UnsupportedError,
+)
 from pmls.contracts.experiments import HyperparameterExperiment
 from pmls.contracts.ids import new_job_id, request_hash
 from pmls.contracts.params import unknown_parameters
@@ -42,10 +48,13 @@ from pmls.contracts.temporal import (
     TRAINING_MODE_KEY,
 )
 from pmls.contracts.workflow import Progress, TrainingWorkflowInput
+from pmls.ml.errors import DataError
+from pmls.ml.sources import FileAccess
 from pmls.settings import Settings
 from pmls.storage.cache import Cache
 from pmls.storage.postgres import ArtifactStore, DeploymentStore, ExperimentStore, JobStore
 from pmls.storage.registry import ModelRegistry
+from pmls.storage.sources import check_source
 from pmls.temporal import CLOSED, closed_outside
 from workflows.training import TrainingWorkflow
 
@@ -90,6 +99,7 @@ class JobService:
     ) -> None:
         self.experiments = experiments
         self.settings = settings
+        self.access = FileAccess(tuple(settings.data_root_paths))
         self.temporal = temporal
         self.jobs = jobs
         self.artifacts = artifacts
@@ -101,6 +111,10 @@ class JobService:
     async def start(self, request: TrainingRequest) -> tuple[TrainingJob, bool]:
         """Idempotent on ``training_id``: same body -> the existing job; another body -> 409."""
         check_supported(request)
+        try:
+            check_source(request.dataset_config.source, self.access)
+        except DataError as exc:
+            raise InvalidError(exc.message, field=exc.field) from exc
         job_id = request.training_id or new_job_id()
         request = request.model_copy(update={"training_id": job_id})
         digest = request_hash(request)

@@ -64,7 +64,7 @@ from pmls.ml.data import prepare_splits
 from pmls.ml.fitting import FitOptions, cross_validate
 from pmls.ml.prepared import higher_is_better, prepare
 from pmls.ml.search import distributions, make_sampler, merge_space
-from pmls.ml.sources import load_source
+from pmls.ml.sources import FileAccess, load_source
 from pmls.settings import PORT_VARS
 
 FAMILY = ModelType.LIGHTGBM
@@ -193,7 +193,7 @@ def run_plain(source: Path, trials: int, seed: int, *, verbose: bool = False) ->
     side = Side("plain ask/tell loop", slots=1, load=(os.getloadavg()[0], 0.0))
     cfg, vcfg = dataset_config(source), ValidationConfig(cv_folds=FOLDS)
     started = time.perf_counter()
-    splits = prepare_splits(load_source(cfg.source), cfg, seed=seed)
+    splits = prepare_splits(load_source(cfg.source, FileAccess.anywhere()), cfg, seed=seed)
     prepared = prepare(splits, cfg, vcfg, seed=seed)
     prep_s = time.perf_counter() - started
 
@@ -254,7 +254,9 @@ def run_plain_same(source: Path, configurations: list[dict], seed: int) -> float
     """Equal work: the plain sequential loop over exactly the configurations a service run evaluated."""
     cfg, vcfg = dataset_config(source), ValidationConfig(cv_folds=FOLDS)
     started = time.perf_counter()
-    prepared = prepare(prepare_splits(load_source(cfg.source), cfg, seed=seed), cfg, vcfg, seed=seed)
+    prepared = prepare(
+        prepare_splits(load_source(cfg.source, FileAccess.anywhere()), cfg, seed=seed), cfg, vcfg, seed=seed
+    )
     _, fixed = merge_space(FAMILY, {})
     for number, params in enumerate(configurations):
         cross_validate(
@@ -566,6 +568,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     run_started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="pmls-overhead-data-"))
+    os.environ["PMLS_DATA_ROOTS"] = str(workdir)  # the service reads sources under its data roots only
     runs: dict[int, SeedRun] = {}
     try:
         sources = {

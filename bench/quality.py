@@ -619,6 +619,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     warnings.filterwarnings("ignore", category=UserWarning)
     started, workdir = time.perf_counter(), Path(tempfile.mkdtemp(prefix="pmls-quality-data-"))
+    os.environ["PMLS_DATA_ROOTS"] = str(workdir)  # the service reads sources under its data roots only
     prepared: dict[str, Prepared | None] = {}
     service: Service | None = None
     try:

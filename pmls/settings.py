@@ -169,6 +169,10 @@ class Settings(BaseSettings):
 
     model_config = _ENV
     artifact_root: str | None = None
+    data_roots: str | None = Field(
+        None,
+        description="folders file and DuckDB sources may read, separated by ',' (default: PMLS_HOME/data)",
+    )
 
     @cached_property
     def home(self) -> Path:
@@ -177,6 +181,21 @@ class Settings(BaseSettings):
     @property
     def artifacts(self) -> str:
         return self.artifact_root or str(self.home / "artifacts")
+
+    @cached_property
+    def data_root_paths(self) -> list[Path]:
+        """The data roots, resolved. None may hold PMLS_HOME or the artifact store (a source there could read
+        another job's snapshot or the service's own files): such a setting stops the process at start."""
+        given = [p.strip() for p in (self.data_roots or "").split(",") if p.strip()]
+        roots = [Path(p).expanduser().resolve() for p in given] or [self.home / "data"]
+        artifacts = Path(self.artifacts).resolve()
+        for root in roots:
+            for inner in (self.home, artifacts):
+                if inner.is_relative_to(root) or root.is_relative_to(artifacts):
+                    raise ValueError(
+                        f"PMLS_DATA_ROOTS: {root} holds or is inside {inner}; name the folders with the data instead"
+                    )
+        return roots
 
     @cached_property
     def temporal(self) -> TemporalSettings:

@@ -22,9 +22,11 @@ def stack_home() -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = stack_home()
     os.environ["PMLS_HOME"] = str(home)
+    # The tests' data sets are written under pytest's temporary folders: those are the data roots.
+    os.environ["PMLS_DATA_ROOTS"] = f"{home / 'data'},{tmp_path_factory.getbasetemp()}"
     for var in PORT_VARS:
         os.environ.setdefault(var, str(free_port()))
     running = Stack(Settings()).start()

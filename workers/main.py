@@ -98,6 +98,7 @@ async def run_trials_worker(
     from activities.training import TrainingActivities
     from activities.tuning import TrialActivities
     from activities.workspace import Workspace
+    from pmls.ml.sources import FileAccess
     from pmls.storage.registry import ModelRegistry
     from pmls.storage.studies import StudyStore
 
@@ -116,7 +117,11 @@ async def run_trials_worker(
             client,
             task_queue=settings.temporal.trials_task_queue,
             activities=activities_of(
-                ON_TRIALS_QUEUE, DataActivities(ws), TrainingActivities(ws), trials, champion
+                ON_TRIALS_QUEUE,
+                DataActivities(ws, FileAccess(tuple(settings.data_root_paths))),
+                TrainingActivities(ws),
+                trials,
+                champion,
             ),
             activity_executor=executor,
             max_concurrent_activities=slots,

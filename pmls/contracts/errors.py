@@ -16,6 +16,10 @@ class ConflictError(PmlsError):
     """409: the id exists with a different request."""
 
 
+class InvalidError(PmlsError):
+    """422: the request breaks a rule of this deployment's configuration (e.g. a source outside the data roots)."""
+
+
 class UnsupportedError(PmlsError):
     """422: valid, but not something this version trains yet."""
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from pmls.ml import sources
 from pmls.ml.errors import DataError
-from pmls.ml.sources import SOURCE, first_lines
+from pmls.ml.sources import SOURCE, FileAccess, first_lines
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT_S = "10"  # an unreachable host should fail the job quickly, not hang the activity
@@ -25,11 +25,23 @@ def is_postgres_source(source: str) -> bool:
     return urlsplit(source.strip()).scheme.lower() in POSTGRES_SCHEMES
 
 
-def load_source(source: str) -> pl.DataFrame:
-    """Any supported source into one frame: a PostgreSQL URL, a ``duckdb:`` query, a file, directory or glob."""
+def load_source(source: str, access: FileAccess) -> pl.DataFrame:
+    """Any supported source into one frame: a PostgreSQL URL, a ``duckdb:`` query, a file, directory or glob
+    (files under ``access``'s roots only)."""
     if is_postgres_source(source):
         return read_postgres(source.strip())
-    return sources.load_source(source)
+    return sources.load_source(source, access)
+
+
+def check_source(source: str, access: FileAccess) -> None:
+    """What can be known before a job starts, without reading anything: a file path or glob under the data
+    roots, a DuckDB source one SELECT. A DataError naming the problem otherwise."""
+    if is_postgres_source(source):
+        return
+    if sources.is_query_source(source):
+        sources.check_duckdb_query(source.strip()[len(sources.DUCKDB_PREFIX) :])
+        return
+    access.pattern(source)
 
 
 def _split_postgres_url(url: str) -> tuple[str, str | None, str | None]:

@@ -86,7 +86,7 @@ def test_missing_body_fields_are_named(api):
     ("change", "words"),
     [
         (
-            {"dataset_config": {"source": "/nonexistent/data.parquet"}},
+            {"dataset_config": {"source": "nonexistent/data.parquet"}},  # under the first data root
             "dataset_config.source: no file matches",
         ),
         (

@@ -14,6 +14,7 @@ from activities.tuning import StudyActivities, TrialActivities
 from activities.workspace import Workspace
 from pmls.contracts import activities as contract
 from pmls.contracts.activities import ON_TRAINING_QUEUE, ON_TRIALS_QUEUE, activities_of, stubs
+from pmls.ml.sources import FileAccess
 
 
 def _names(methods) -> list[str]:
@@ -24,7 +25,7 @@ def test_the_workers_compositions_implement_every_stub(tmp_path):
     ws = Workspace(str(tmp_path))
     trials = activities_of(
         ON_TRIALS_QUEUE,
-        DataActivities(ws),
+        DataActivities(ws, FileAccess.anywhere()),
         TrainingActivities(ws),
         TrialActivities(ws, None, None),
         ChampionActivities(None, ws),
@@ -62,9 +63,12 @@ def test_an_undeclared_activity_and_a_missing_group_are_refused(tmp_path):
             return None
 
     with pytest.raises(TypeError, match="no group declares: sneak_in"):
-        activities_of((contract.Data,), Extra(Workspace(str(tmp_path))))
+        activities_of((contract.Data,), Extra(Workspace(str(tmp_path)), FileAccess.anywhere()))
     with pytest.raises(TypeError, match="no implementation of Training"):
-        activities_of((contract.Data, contract.Training), DataActivities(Workspace(str(tmp_path))))
+        activities_of(
+            (contract.Data, contract.Training),
+            DataActivities(Workspace(str(tmp_path)), FileAccess.anywhere()),
+        )
 
 
 def test_a_stub_sent_to_the_wrong_queue_is_refused_before_it_is_scheduled():

@@ -12,15 +12,17 @@ import pytest
 from pmls.contracts.temporal import CANCEL_SIGNAL
 from tests.helpers import temporal, unique, wait_for
 
-# A job that would train for many minutes: a tiny learning rate and no early stopping.
+# A job that would train for minutes: a tiny learning rate, the most rounds allowed, early stopping out of reach.
 SLOW = {
     "hyperparameter_config": {
         "optimization_method": "none",
         "search_space": {
             "learning_rate": {"type": "float", "low": 0.0005, "high": 0.0005},
             "num_leaves": {"type": "int", "low": 255, "high": 255},
-            "num_boost_round": {"type": "int", "low": 100000, "high": 100000},
-            "early_stopping_rounds": {"type": "int", "low": 100000, "high": 100000},
+            # The most rounds a request may ask for; at this learning rate validation keeps improving, so early
+            # stopping never ends it: minutes of training.
+            "num_boost_round": {"type": "int", "low": 20000, "high": 20000},
+            "early_stopping_rounds": {"type": "int", "low": 1000, "high": 1000},
         },
     }
 }

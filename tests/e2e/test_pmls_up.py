@@ -29,9 +29,9 @@ PORTS = (
 )
 
 
-def _env(home: Path) -> dict[str, str]:
+def _env(home: Path, data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PMLS_")}
-    env.update({name: str(free_port()) for name in PORTS}, PMLS_HOME=str(home))
+    env.update({name: str(free_port()) for name in PORTS}, PMLS_HOME=str(home), PMLS_DATA_ROOTS=str(data))
     return env
 
 
@@ -77,11 +77,11 @@ class Up:
         return out
 
 
-def test_up_stops_cleanly_and_a_second_up_finds_earlier_work(demo_request):
+def test_up_stops_cleanly_and_a_second_up_finds_earlier_work(demo_request, demo_data):
     from tests.conftest import stack_home
 
     tmp_path = stack_home()
-    env = _env(tmp_path / "home")
+    env = _env(tmp_path / "home", demo_data.parent)
     first = Up(env)
     job_id = unique("persist")
     assert first.api.post("/api/v1/training/start", json=demo_request(job_id)).status_code == 202

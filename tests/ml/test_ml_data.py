@@ -9,7 +9,7 @@ import pytest
 from pmls.contracts import DatasetConfig, Task
 from pmls.ml.data import infer_task, prepare_splits
 from pmls.ml.errors import DataError
-from pmls.ml.sources import load_source
+from pmls.ml.sources import FileAccess, load_source
 
 PERIODS = {
     "training_period": "2024-01-01/2024-02-29",
@@ -28,29 +28,29 @@ def cfg(**kw) -> DatasetConfig:
 def test_glob_joins_parquet_parts(tmp_path, frame):
     frame[:150].write_parquet(tmp_path / "part-1.parquet")
     frame[150:].write_parquet(tmp_path / "part-2.parquet")
-    loaded = load_source(str(tmp_path / "part-*.parquet"))
+    loaded = load_source(str(tmp_path / "part-*.parquet"), FileAccess.anywhere())
     assert loaded.height == frame.height and loaded.columns == frame.columns
-    assert load_source(str(tmp_path)).height == frame.height  # a directory of parts
+    assert load_source(str(tmp_path), FileAccess.anywhere()).height == frame.height  # a directory of parts
 
 
 def test_csv_parses_dates_and_ndjson_loads(tmp_path, frame):
     frame.write_csv(tmp_path / "d.csv")
     frame.with_columns(pl.col("ts").cast(pl.String)).write_ndjson(tmp_path / "d.jsonl")
-    csv = load_source(str(tmp_path / "d.csv"))
+    csv = load_source(str(tmp_path / "d.csv"), FileAccess.anywhere())
     assert isinstance(csv.schema["ts"], pl.Datetime)
-    assert load_source(str(tmp_path / "d.jsonl")).height == frame.height
+    assert load_source(str(tmp_path / "d.jsonl"), FileAccess.anywhere()).height == frame.height
 
 
 def test_load_errors(tmp_path):
     with pytest.raises(DataError, match="no file matches") as info:
-        load_source(str(tmp_path / "nothing*.parquet"))
+        load_source(str(tmp_path / "nothing*.parquet"), FileAccess.anywhere())
     assert info.value.field == "dataset_config.source"
     (tmp_path / "d.xlsx").write_text("x")
     with pytest.raises(DataError, match=r"unsupported file type \.xlsx; supported: \.parquet"):
-        load_source(str(tmp_path / "d.xlsx"))
+        load_source(str(tmp_path / "d.xlsx"), FileAccess.anywhere())
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(DataError, match="could not read"):
-        load_source(str(tmp_path / "bad.parquet"))
+        load_source(str(tmp_path / "bad.parquet"), FileAccess.anywhere())
 
 
 def test_data_error_shape():

@@ -19,7 +19,7 @@ from pmls.ml.errors import DataError
 from pmls.ml.final import MAX_ROUND_SCALE, fit_final
 from pmls.ml.fitting import FitOptions, cross_validate, predict_scores
 from pmls.ml.prepared import prepare
-from pmls.ml.sources import load_source
+from pmls.ml.sources import FileAccess, load_source
 
 NO_CV = ValidationConfig(cv_strategy="none")
 
@@ -225,7 +225,7 @@ def test_exception_in_callback_stops_training(small):
 
 def test_demo_dataset_is_learnable(tmp_path):
     path = generate_demo_dataset(tmp_path / "churn.parquet", rows_per_day=20)
-    df = load_source(str(path))
+    df = load_source(str(path), FileAccess.anywhere())
     assert 0.2 <= df["churned"].mean() <= 0.3
     cfg = DatasetConfig(
         source=str(path),

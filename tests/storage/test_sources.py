@@ -12,8 +12,19 @@ import polars as pl
 import pytest
 
 from pmls.ml.errors import DataError
-from pmls.ml.sources import is_query_source, scan_source
-from pmls.storage.sources import is_postgres_source, load_source
+from pmls.ml.sources import FileAccess, is_query_source, scan_source
+from pmls.storage import sources
+from pmls.storage.sources import is_postgres_source
+
+
+@pytest.fixture
+def access(tmp_path) -> FileAccess:
+    return FileAccess((tmp_path.resolve(),))
+
+
+def load_source(source: str, access: FileAccess | None = None) -> pl.DataFrame:
+    # PostgreSQL sources ignore the data roots; the file and DuckDB tests pass their own.
+    return sources.load_source(source, access or FileAccess(()))
 
 
 @pytest.fixture
@@ -31,36 +42,37 @@ def frame() -> pl.DataFrame:
 # --- DuckDB ---
 
 
-def test_duckdb_query_over_parquet(tmp_path, frame):
+def test_duckdb_query_over_parquet(tmp_path, frame, access):
     frame.write_parquet(tmp_path / "a.parquet")
-    got = load_source(f"duckdb:SELECT * FROM '{tmp_path}/*.parquet' WHERE x > 0")
+    got = load_source(f"duckdb:SELECT * FROM '{tmp_path}/*.parquet' WHERE x > 0", access)
     assert isinstance(got, pl.DataFrame)
     assert got.height == frame.filter(pl.col("x") > 0).height
     assert got.columns == frame.columns
 
 
-def test_duckdb_syntax_error_is_a_data_error():
+def test_duckdb_syntax_error_is_a_data_error(access):
     with pytest.raises(DataError) as err:
-        load_source("duckdb:SELEC * FROM t")
+        load_source("duckdb:SELEC * FROM t", access)
     assert err.value.field == "dataset_config.source"
     assert err.value.message.startswith("DuckDB: ") and "syntax error" in err.value.message
 
 
-def test_duckdb_missing_file_and_empty_query():
+def test_duckdb_missing_file_and_empty_query(tmp_path, access):
     with pytest.raises(DataError, match="DuckDB: .*No files found"):
-        load_source("duckdb:SELECT * FROM '/nonexistent/dir/*.parquet'")
+        load_source(f"duckdb:SELECT * FROM '{tmp_path}/nope/*.parquet'", access)
     with pytest.raises(DataError, match="empty"):
-        load_source("duckdb:   ")
+        load_source("duckdb:   ", access)
 
 
-def test_source_kinds_and_files_unchanged(tmp_path, frame):
+def test_source_kinds_and_files_unchanged(tmp_path, frame, access):
     assert is_query_source("duckdb:SELECT 1") and is_postgres_source("postgres://h/db?table=t")
     assert not is_query_source(str(tmp_path / "*.parquet")) and not is_postgres_source("duckdb:SELECT 1")
     frame.write_parquet(tmp_path / "d.parquet")
-    assert load_source(str(tmp_path / "d.parquet")).height == frame.height
-    assert scan_source(str(tmp_path / "d.parquet"), ["x", "y"]).columns == ["x", "y"]
+    assert load_source(str(tmp_path / "d.parquet"), access).height == frame.height
+    assert load_source("d.parquet", access).height == frame.height  # relative: under the first data root
+    assert scan_source(str(tmp_path / "d.parquet"), access, ["x", "y"]).columns == ["x", "y"]
     with pytest.raises(DataError, match="not in the data: nope"):
-        scan_source(str(tmp_path / "d.parquet"), ["x", "nope"])
+        scan_source(str(tmp_path / "d.parquet"), access, ["x", "nope"])
 
 
 def test_postgres_url_needs_table_or_query_and_hides_password():

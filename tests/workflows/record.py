@@ -80,7 +80,7 @@ def main(data: str) -> None:
             ),
             None,
         ),
-        "failed-missing-source": (request(f"rec_failed_{stamp}", "/nonexistent.parquet"), None),
+        "failed-missing-source": (request(f"rec_failed_{stamp}", "nonexistent.parquet"), None),
         "cancelled-during-tuning": (
             request(f"rec_cancel_{stamp}", data, optimization_method="tpe", optimization_trials=1000),
             20.0,
