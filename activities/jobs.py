@@ -58,9 +58,12 @@ class JobActivities(contract.Jobs):
     async def register_model(self, inp: RegisterModelInput) -> RegisteredModel:
         """Log the run with its plots and register the pyfunc model (MLflow's client is sync: a thread)."""
         trials = await ExperimentStore(self.pool).list(inp.job_id)
-        return await asyncio.to_thread(self._register, inp, trials)
+        job = await self.jobs.get(inp.job_id)
+        return await asyncio.to_thread(self._register, inp, trials, job.started_by if job else None)
 
-    def _register(self, inp: RegisterModelInput, trials: list[dict]) -> RegisteredModel:
+    def _register(
+        self, inp: RegisterModelInput, trials: list[dict], started_by: str | None
+    ) -> RegisteredModel:
         from activities.report import make_plots
         from pmls.ml.bundle import load_bundle
 
@@ -77,6 +80,7 @@ class JobActivities(contract.Jobs):
                 sample=sample,
                 comparison=inp.comparison,
                 plots_dir=Path(tmp),
+                started_by=started_by,
             )
 
     @activity.defn

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api import errors, routes
+from pmls.auth import authenticator_from
 from pmls.settings import Settings
+
+log = logging.getLogger("pmls.api")
 
 
 @asynccontextmanager
@@ -48,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.authenticator = authenticator_from(settings)
+    if app.state.authenticator is None:
+        log.warning("PMLS_AUTH=disabled: anyone who reaches this API can start, cancel and deploy anything")
     app.add_middleware(errors.BodyLimit, limit=settings.api.api_max_body_bytes)
     errors.install(app)
     for router in (routes.training, routes.models, routes.health):

@@ -13,20 +13,30 @@ from starlette.exceptions import HTTPException
 
 from pmls.contracts.errors import (
     ConflictError,
+    ForbiddenError,
     InvalidError,
     NotFoundError,
     PmlsError,
+    TooManyError,
+    UnauthenticatedError,
     UnavailableError,
     UnsupportedError,
 )
 
 log = logging.getLogger("pmls.api")
 STATUS = {
+    UnauthenticatedError: 401,
+    ForbiddenError: 403,
     NotFoundError: 404,
     ConflictError: 409,
     UnsupportedError: 422,
     InvalidError: 422,
+    TooManyError: 429,
     UnavailableError: 503,
+}
+HEADERS = {
+    UnauthenticatedError: {"WWW-Authenticate": 'Bearer realm="pmls"'},
+    TooManyError: {"Retry-After": "60"},
 }
 
 
@@ -111,7 +121,10 @@ def install(app: FastAPI) -> None:
     async def _known(_req: Request, exc: PmlsError) -> JSONResponse:
         status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
         detail = [{"field": exc.field, "message": exc.message}] if exc.field else []
-        return JSONResponse(status_code=status, content={"message": exc.message, "detail": detail})
+        headers = next((h for kind, h in HEADERS.items() if isinstance(exc, kind)), None)
+        return JSONResponse(
+            status_code=status, content={"message": exc.message, "detail": detail}, headers=headers
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from api.auth import Deployer, Reader, Trainer
 from api.deps import ServiceDep
 from pmls.contracts import (
     CancellationResult,
@@ -29,33 +30,37 @@ health = APIRouter(tags=["health"])
     status_code=202,
     responses={200: {"model": TrainingJob}, 409: {}, 422: {}},
 )
-async def start_training(request: TrainingRequest, service: ServiceDep, response: Response) -> TrainingJob:
-    """Start a training job (202); the same training_id and body again returns that job (200)."""
-    job, created = await service.start(request)
+async def start_training(
+    request: TrainingRequest, service: ServiceDep, response: Response, caller: Trainer
+) -> TrainingJob:
+    """Start a training job (202); the same training_id and body again returns that job (200). Scope `train`."""
+    job, created = await service.start(request, started_by=caller.name)
     response.status_code = 202 if created else 200
     return job
 
 
 @training.get("/{job_id}/status", response_model=TrainingJob)
-async def training_status(job_id: str, service: ServiceDep) -> TrainingJob:
+async def training_status(job_id: str, service: ServiceDep, _caller: Reader) -> TrainingJob:
     """Status, stage, progress, ETA and metrics of one job."""
     return await service.status(job_id)
 
 
 @training.post("/{job_id}/cancel", response_model=CancellationResult)
-async def cancel_training(job_id: str, service: ServiceDep) -> CancellationResult:
-    """Cancel a job; running training stops within seconds, the job ends CANCELLED."""
+async def cancel_training(job_id: str, service: ServiceDep, _caller: Trainer) -> CancellationResult:
+    """Cancel a job; running training stops within seconds, the job ends CANCELLED. Scope `train`."""
     return await service.cancel(job_id)
 
 
 @training.get("/{job_id}/trials", response_model=list[HyperparameterExperiment])
-async def training_trials(job_id: str, service: ServiceDep) -> list[HyperparameterExperiment]:
+async def training_trials(
+    job_id: str, service: ServiceDep, _caller: Reader
+) -> list[HyperparameterExperiment]:
     """The job's hyperparameter trials: parameters, CV score, duration, state (COMPLETE, PRUNED, ...)."""
     return await service.trials(job_id)
 
 
 @training.get("/jobs/active", response_model=list[TrainingJob])
-async def active_jobs(service: ServiceDep) -> list[TrainingJob]:
+async def active_jobs(service: ServiceDep, _caller: Reader) -> list[TrainingJob]:
     """Jobs that are QUEUED or RUNNING, newest first."""
     return await service.active()
 
@@ -63,6 +68,7 @@ async def active_jobs(service: ServiceDep) -> list[TrainingJob]:
 @training.get("/jobs", response_model=list[TrainingJob])
 async def list_jobs(
     service: ServiceDep,
+    _caller: Reader,
     status: Annotated[list[TrainingStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[TrainingJob]:
@@ -72,28 +78,31 @@ async def list_jobs(
 
 @models.post("/deploy/{model_id}", response_model=DeploymentResult)
 async def deploy_model(
-    model_id: str, service: ServiceDep, config: DeploymentConfig | None = None
+    model_id: str, service: ServiceDep, caller: Deployer, config: DeploymentConfig | None = None
 ) -> DeploymentResult:
-    """Point the lineage's alias (default `production`) at this model version."""
-    return await service.deploy(model_id, config or DeploymentConfig())
+    """Point the lineage's alias (default `production`) at this model version. Scope `deploy`."""
+    return await service.deploy(model_id, config or DeploymentConfig(), deployed_by=caller.name)
 
 
 @models.get("/artifacts/{model_id}", response_model=ModelArtifact)
-async def model_artifact(model_id: str, service: ServiceDep) -> ModelArtifact:
+async def model_artifact(model_id: str, service: ServiceDep, _caller: Reader) -> ModelArtifact:
     """One registered model version with its metrics."""
     return await service.artifact(model_id)
 
 
 @models.get("", response_model=list[ModelArtifact])
 async def list_models(
-    service: ServiceDep, model_name: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    service: ServiceDep,
+    _caller: Reader,
+    model_name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[ModelArtifact]:
     """Registered model versions, newest first, optionally of one lineage."""
     return await service.list_models(model_name, limit)
 
 
 @models.get("/{model_name}/deployments", response_model=list[DeploymentResult])
-async def deployments(model_name: str, service: ServiceDep) -> list[DeploymentResult]:
+async def deployments(model_name: str, service: ServiceDep, _caller: Reader) -> list[DeploymentResult]:
     """Which version of a lineage was deployed when."""
     return await service.deployment_history(model_name)
 

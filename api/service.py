@@ -33,6 +33,7 @@ from pmls.contracts.errors import (
     ConflictError,
     InvalidError,
     NotFoundError,
+    TooManyError,
     UnavailableError,
     UnsupportedError,
 )
@@ -108,8 +109,11 @@ class JobService:
         self.registry = registry
 
     # -- training ------------------------------------------------------------------------------
-    async def start(self, request: TrainingRequest) -> tuple[TrainingJob, bool]:
-        """Idempotent on ``training_id``: same body -> the existing job; another body -> 409."""
+    async def start(
+        self, request: TrainingRequest, *, started_by: str | None = None
+    ) -> tuple[TrainingJob, bool]:
+        """Idempotent on ``training_id``: same body -> the existing job; another body -> 409. A caller with as
+        many active jobs as ``PMLS_MAX_ACTIVE_JOBS_PER_CALLER`` gets 429 for a new one."""
         check_supported(request)
         try:
             check_source(request.dataset_config.source, self.access)
@@ -118,7 +122,16 @@ class JobService:
         job_id = request.training_id or new_job_id()
         request = request.model_copy(update={"training_id": job_id})
         digest = request_hash(request)
-        job, created = await self.jobs.create(job_id=job_id, request=request, request_hash=digest)
+        existing = await self.jobs.request_hash(job_id)  # a repeat of an existing job is never refused
+        limit = self.settings.auth.max_active_jobs_per_caller
+        if existing is None and started_by and await self.jobs.active_count(started_by) >= limit:
+            raise TooManyError(
+                f"'{started_by}' has {limit} jobs queued or running (PMLS_MAX_ACTIVE_JOBS_PER_CALLER); "
+                "wait for one to finish or cancel one"
+            )
+        job, created = await self.jobs.create(
+            job_id=job_id, request=request, request_hash=digest, started_by=started_by
+        )
         if not created and await self.jobs.request_hash(job_id) != digest:
             raise ConflictError(
                 f"training_id {job_id!r} already exists with a different request", field="training_id"
@@ -263,7 +276,9 @@ class JobService:
     async def list_models(self, model_name: str | None, limit: int) -> list[ModelArtifact]:
         return await self.artifacts.list(model_name=model_name, limit=limit)
 
-    async def deploy(self, model_id: str, config: DeploymentConfig) -> DeploymentResult:
+    async def deploy(
+        self, model_id: str, config: DeploymentConfig, *, deployed_by: str | None = None
+    ) -> DeploymentResult:
         """Move the lineage's alias (``production``) to this version and record it in the history."""
         artifact = await self.artifact(model_id)
         name, alias = artifact.model_name, config.alias
@@ -290,6 +305,7 @@ class JobService:
             previous_model_id=previous,
             deployed_at=datetime.now(UTC),
             message=f"models:/{name}@{alias} now serves version {artifact.version}",
+            deployed_by=deployed_by,
         )
         await self.deployments.add(result)
         return result

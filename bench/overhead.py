@@ -332,7 +332,11 @@ def run_job(stack, source: Path, trials: int, slots: int, seed: int, *, timeout:
 
     side = Side(_service_name(slots), slots=slots)
     job_id = f"overhead_{slots}slot_s{seed}_{time.strftime('%H%M%S')}_{os.urandom(2).hex()}"
-    with httpx.Client(base_url=stack.settings.api.base_url, timeout=60) as api:
+    from pmls.auth import api_headers
+
+    with httpx.Client(
+        base_url=stack.settings.api.base_url, timeout=60, headers=api_headers(stack.settings)
+    ) as api:
         side.load = (os.getloadavg()[0], 0.0)
         posted, posted_at = time.perf_counter(), time.time()
         resp = api.post("/api/v1/training/start", json=request_body(job_id, source, trials, seed))

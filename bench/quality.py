@@ -231,7 +231,11 @@ class Service:
         log(f"service: stack up in {time.perf_counter() - started:.1f} s; PMLS_HOME {self.home}")
         mlflow.set_tracking_uri(self.stack.settings.mlflow.tracking_uri)
         mlflow.set_registry_uri(self.stack.settings.mlflow.tracking_uri)
-        self.api = httpx.Client(base_url=self.stack.settings.api.base_url, timeout=60)
+        from pmls.auth import api_headers
+
+        self.api = httpx.Client(
+            base_url=self.stack.settings.api.base_url, timeout=60, headers=api_headers(self.stack.settings)
+        )
 
     def stop(self) -> None:
         if self.api is not None:

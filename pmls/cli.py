@@ -31,7 +31,11 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 def _client(timeout: float = 30.0):
     import httpx
 
-    return httpx.Client(base_url=Settings().api.base_url, timeout=timeout)
+    from pmls.auth import api_headers
+
+    settings = Settings()
+    # PMLS_API_TOKEN, else the local admin token `pmls up` wrote to PMLS_HOME/api-token.
+    return httpx.Client(base_url=settings.api.base_url, timeout=timeout, headers=api_headers(settings))
 
 
 def _call(method: str, path: str, **kwargs: Any) -> Any:
@@ -74,6 +78,7 @@ def up(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> Non
         console.print(f"[red]could not start the stack:[/] {exc}")
         raise typer.Exit(1) from None
     _print_urls(stack.urls())
+    _print_auth(stack.settings)
     console.print(f"data and logs under {stack.settings.home}; Ctrl-C stops everything")
     _wait_for_signal()
     with console.status("stopping"):
@@ -91,6 +96,21 @@ def _wait_for_signal() -> None:
     signal.signal(signal.SIGTERM, handler)
     while not stop["flag"]:
         time.sleep(0.2)
+
+
+def _print_auth(settings: Settings) -> None:
+    from pmls.auth import local_token_path
+
+    if settings.auth.auth == "disabled":
+        console.print(
+            "[yellow]PMLS_AUTH=disabled: anyone who reaches the API can start, cancel and deploy[/]"
+        )
+        return
+    path = local_token_path(settings.home)
+    console.print(
+        f"  API token    {path} (admin; the pmls CLI sends it): "
+        f'curl -H "Authorization: Bearer $(cat {path})" {settings.api.base_url}/api/v1/training/jobs'
+    )
 
 
 def _print_urls(urls: dict[str, str]) -> None:
@@ -306,6 +326,36 @@ def api(host: str | None = None, port: int | None = None) -> None:
         port=port or settings.api.api_port,
         log_level="warning",
     )
+
+
+token_app = typer.Typer(
+    help="API tokens. The API keeps only their hashes (PMLS_API_TOKENS); `pmls up` makes a local admin one.",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="who holds it: shown as the job's started_by and in MLflow")],
+    scopes: Annotated[str, typer.Option(help="comma-separated: read, train, deploy, admin")] = "read",
+) -> None:
+    """Make a token: print it once (give it to its holder) and the entry to append to PMLS_API_TOKENS."""
+    import re
+
+    from pmls.auth import new_token, parse_scopes, token_entry
+
+    if not re.fullmatch(r"[A-Za-z0-9_.@\-]{1,64}", name):
+        console.print("[red]--name[/]: 1-64 letters, digits, '_', '.', '@' or '-'")
+        raise typer.Exit(2)
+    try:
+        granted = parse_scopes(scopes, "--scopes")
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    token = new_token()
+    typer.echo(f"token (shown once): {token}")
+    typer.echo(f"PMLS_API_TOKENS entry (comma-separate several): {token_entry(name, granted, token)}")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -129,6 +130,23 @@ class ApiSettings(BaseSettings):
         return f"http://{self.api_host}:{self.api_port}"
 
 
+class AuthSettings(BaseSettings):
+    model_config = _ENV
+    auth: Literal["enabled", "disabled"] = Field(
+        "enabled",
+        description="'disabled' lets anyone who reaches the API do anything (a warning at every start)",
+    )
+    api_tokens: str | None = Field(
+        None, description="operator tokens as name:scope+scope:sha256, comma-separated (`pmls token create`)"
+    )
+    jwt_jwks: str | None = Field(None, description="the identity provider's JWKS: an https URL or a file")
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_scope_claim: str = Field("scope", description="the claim holding the scopes (a string or a list)")
+    jwt_algorithms: str = "RS256,ES256"
+    max_active_jobs_per_caller: int = Field(20, ge=1, description="more QUEUED or RUNNING jobs: 429")
+
+
 class WorkerSettings(BaseSettings):
     model_config = _ENV
     trial_slots: int = Field(
@@ -216,6 +234,10 @@ class Settings(BaseSettings):
     @cached_property
     def api(self) -> ApiSettings:
         return ApiSettings()
+
+    @cached_property
+    def auth(self) -> AuthSettings:
+        return AuthSettings()
 
     @cached_property
     def worker(self) -> WorkerSettings:

@@ -161,6 +161,11 @@ class Stack:
     def start(self, progress: Callable[[str], None] = lambda _msg: None) -> Stack:
         s = self.settings
         s.home.mkdir(parents=True, exist_ok=True)
+        if self.with_api and s.auth.auth == "enabled":
+            from pmls.auth import ensure_local_token
+
+            # The local admin token (PMLS_HOME/api-token, 0600): the CLI, the demo and the tests send it.
+            ensure_local_token(s.home)
         try:
             if s.database.embedded:
                 progress("starting PostgreSQL")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,10 +24,66 @@ def stack_home() -> Path:
     return Path(tempfile.mkdtemp(prefix="pmls-test-"))
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What the test stack's API accepts besides the local admin token: two operator tokens and JWTs signed by
+    a key pair made here, whose public half is the JWKS file the API reads (no network)."""
+
+    reader: str  # scope read
+    trainer: str  # scopes read, train
+    private_key: Any
+    issuer: str = "https://idp.pmls.test"
+    audience: str = "pmls-api"
+
+    def jwt(
+        self, subject: str, scope: str, *, seconds: int = 300, audience: str | None = None, key=None
+    ) -> str:
+        import jwt
+
+        now = int(time.time())
+        claims = {"sub": subject, "scope": scope, "iss": self.issuer, "aud": audience or self.audience}
+        claims |= {"iat": now, "exp": now + seconds}
+        return jwt.encode(claims, key or self.private_key, algorithm="RS256", headers={"kid": "test-key"})
+
+
+def _credentials(folder: Path) -> Credentials:
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    from pmls.auth import new_token, token_entry
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(RSAAlgorithm.to_jwk(key.public_key())) | {
+        "kid": "test-key",
+        "alg": "RS256",
+        "use": "sig",
+    }
+    (folder / "jwks.json").write_text(json.dumps({"keys": [public]}))
+    creds = Credentials(reader=new_token(), trainer=new_token(), private_key=key)
+    os.environ["PMLS_API_TOKENS"] = ",".join(
+        [
+            token_entry("reader", frozenset({"read"}), creds.reader),
+            token_entry("trainer", frozenset({"read", "train"}), creds.trainer),
+        ]
+    )
+    os.environ["PMLS_JWT_JWKS"] = str(folder / "jwks.json")
+    os.environ["PMLS_JWT_ISSUER"] = creds.issuer
+    os.environ["PMLS_JWT_AUDIENCE"] = creds.audience
+    return creds
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
+    return _credentials(tmp_path_factory.mktemp("auth"))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, credentials: Credentials) -> Iterator[Stack]:
     home = stack_home()
     os.environ["PMLS_HOME"] = str(home)
+    os.environ.pop("PMLS_AUTH", None)  # the suite runs with authentication on, as a user's stack does
     # The tests' data sets are written under pytest's temporary folders: those are the data roots.
     os.environ["PMLS_DATA_ROOTS"] = f"{home / 'data'},{tmp_path_factory.getbasetemp()}"
     for var in PORT_VARS:
@@ -44,7 +103,10 @@ def settings(stack: Stack) -> Settings:
 
 @pytest.fixture(scope="session")
 def api(settings: Settings) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=settings.api.base_url, timeout=60) as client:
+    from pmls.auth import api_headers
+
+    # The local admin token `pmls up` writes, as the CLI sends it.
+    with httpx.Client(base_url=settings.api.base_url, timeout=60, headers=api_headers(settings)) as client:
         yield client
 
 

@@ -8,6 +8,18 @@ class PmlsError(Exception):
         self.field = field
 
 
+class UnauthenticatedError(PmlsError):
+    """401: no credential, or one the service does not accept."""
+
+
+class ForbiddenError(PmlsError):
+    """403: a valid credential without the scope the call needs."""
+
+
+class TooManyError(PmlsError):
+    """429: the caller has as many jobs running as it may; try again later."""
+
+
 class NotFoundError(PmlsError):
     """404: no such job or model."""
 

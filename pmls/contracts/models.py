@@ -308,6 +308,9 @@ class TrainingJob(BaseModel):
     completed_at: datetime | None = None
     model_id: str | None = None
     error: str | None = None
+    started_by: str | None = Field(
+        None, description="the API token's name or the JWT's subject that started it"
+    )
 
 
 class PerformanceMetrics(BaseModel):
@@ -357,6 +360,7 @@ class DeploymentResult(BaseModel):
     previous_model_id: str | None = None
     deployed_at: datetime
     message: str = ""
+    deployed_by: str | None = None
 
 
 class TrainingCompletedData(BaseModel):

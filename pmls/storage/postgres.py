@@ -48,6 +48,7 @@ def job_from_row(row: asyncpg.Record) -> TrainingJob:
         completed_at=row["completed_at"],
         model_id=row["model_id"],
         error=row["error"],
+        started_by=row["started_by"],
     )
 
 
@@ -58,23 +59,31 @@ class JobStore:
         self.pool = pool
 
     async def create(
-        self, *, job_id: str, request: TrainingRequest, request_hash: str
+        self, *, job_id: str, request: TrainingRequest, request_hash: str, started_by: str | None = None
     ) -> tuple[TrainingJob, bool]:
         """Insert a QUEUED job; return ``(job, created)``. An existing row is returned untouched."""
         row = await self.pool.fetchrow(
-            """INSERT INTO training_jobs (job_id, model_type, training_mode, status, training_config, request_hash)
-               VALUES ($1, $2, $3, 'QUEUED', $4, $5)
+            """INSERT INTO training_jobs (job_id, model_type, training_mode, status, training_config, request_hash,
+                   started_by)
+               VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6)
                ON CONFLICT (job_id) DO NOTHING RETURNING *""",
             job_id,
             request.model_type.value,
             request.training_mode.value,
             request.model_dump(mode="json"),
             request_hash,
+            started_by,
         )
         if row is not None:
             return job_from_row(row), True
         existing = await self.pool.fetchrow("SELECT * FROM training_jobs WHERE job_id = $1", job_id)
         return job_from_row(existing), False
+
+    async def active_count(self, started_by: str) -> int:
+        return await self.pool.fetchval(
+            "SELECT count(*) FROM training_jobs WHERE started_by = $1 AND status IN ('QUEUED', 'RUNNING')",
+            started_by,
+        )
 
     async def request_hash(self, job_id: str) -> str | None:
         return await self.pool.fetchval("SELECT request_hash FROM training_jobs WHERE job_id = $1", job_id)
@@ -238,8 +247,8 @@ class DeploymentStore:
     async def add(self, result: DeploymentResult) -> None:
         await self.pool.execute(
             """INSERT INTO deployments (deployment_id, model_id, model_name, version, target, alias, status,
-                   previous_model_id, message, deployed_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (deployment_id) DO NOTHING""",
+                   previous_model_id, message, deployed_at, deployed_by)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (deployment_id) DO NOTHING""",
             result.deployment_id,
             result.model_id,
             result.model_name,
@@ -250,6 +259,7 @@ class DeploymentStore:
             result.previous_model_id,
             result.message,
             result.deployed_at,
+            result.deployed_by,
         )
 
     async def history(self, model_name: str, limit: int = 50) -> list[DeploymentResult]:

@@ -67,6 +67,7 @@ class ModelRegistry:
         sample: pd.DataFrame,
         comparison: Any = None,
         plots_dir: Any = None,
+        started_by: str | None = None,
     ) -> RegisteredModel:
         from pmls.storage.pyfunc import log_pyfunc_model
 
@@ -81,6 +82,10 @@ class ModelRegistry:
             }
             run_id = self._run_for(self.experiment_id(name), job_id, tags)
             with mlflow.start_run(run_id=run_id):
+                if started_by:
+                    mlflow.set_tag(
+                        "pmls.started_by", started_by
+                    )  # the API caller (token name or JWT subject)
                 _log_run(request, splits, trained)
                 _log_comparison(comparison)
                 if plots_dir is not None:

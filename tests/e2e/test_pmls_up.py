@@ -15,6 +15,7 @@ import httpx
 import psutil
 import pytest
 
+from pmls.auth import read_local_token
 from pmls.stack import free_port
 from tests.helpers import unique, wait_for
 
@@ -64,6 +65,9 @@ class Up:
             assert self.proc.poll() is None, self.proc.stdout.read()
             try:
                 if self.api.get("/readyz").status_code == 200:
+                    # The local admin token `pmls up` wrote on its first start (the same on the second).
+                    token = read_local_token(Path(env["PMLS_HOME"]))
+                    self.api.headers["Authorization"] = f"Bearer {token}"
                     return
             except httpx.HTTPError:
                 pass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from pmls.auth import api_headers
 from pmls.ml.demo_data import DEMO_PERIODS
 from pmls.settings import Settings
 from pmls.temporal import connect_temporal
@@ -86,7 +87,8 @@ def main(data: str) -> None:
             20.0,
         ),
     }
-    with httpx.Client(base_url=Settings().api.base_url, timeout=60) as api:
+    settings = Settings()
+    with httpx.Client(base_url=settings.api.base_url, timeout=60, headers=api_headers(settings)) as api:
         for name, (body, cancel_after) in jobs.items():
             run(api, body, cancel_after)
             asyncio.run(save(body["training_id"], name))
