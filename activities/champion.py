@@ -13,6 +13,7 @@ from pmls.contracts import activities as contract
 from pmls.contracts.ids import model_id
 from pmls.contracts.workflow import ChampionComparison, CompareChampionInput
 from pmls.ml.metrics import HIGHER_IS_BETTER, compute_metrics
+from pmls.storage.digests import RecordedDigests
 from pmls.storage.registry import ModelRegistry
 
 log = logging.getLogger("pmls.champion")
@@ -20,9 +21,10 @@ MIN_COMPARISON_ROWS = 10  # fewer rows give a comparison that is mostly noise
 
 
 class ChampionActivities(contract.Champion):
-    def __init__(self, registry: ModelRegistry, workspace: Workspace) -> None:
+    def __init__(self, registry: ModelRegistry, workspace: Workspace, digests: RecordedDigests) -> None:
         self.registry = registry
         self.ws = workspace
+        self.digests = digests
 
     @activity.defn
     def compare_champion(self, inp: CompareChampionInput) -> ChampionComparison:
@@ -41,8 +43,17 @@ class ChampionActivities(contract.Champion):
         base = base.model_copy(
             update={"champion_model_id": champ_id, "champion_version": str(champion.version)}
         )
+        expected = self.digests.of(champ_id)
+        if expected is None:
+            note = (
+                f"champion {champ_id} has no bundle hash recorded by pmls (registered outside it, or before "
+                "hashes were recorded), so it is not loaded: not compared"
+            )
+            return base.model_copy(update={"note": note})
         try:
-            new, score, note = self._scores(inp, f"models:/{name}/{champion.version}")
+            new, score, note = self._scores(
+                inp, self.registry.load_checked(name, str(champion.version), expected)
+            )
         except Exception as exc:  # noqa: BLE001 - an incomparable champion must not fail the new model
             log.warning("champion %s not comparable: %s", champ_id, exc)
             return base.model_copy(update={"note": f"champion {champ_id} could not be scored: {exc}"[:1000]})
@@ -56,15 +67,12 @@ class ChampionActivities(contract.Champion):
             }
         )
 
-    def _scores(self, inp: CompareChampionInput, uri: str) -> tuple[float, float, str]:
+    def _scores(self, inp: CompareChampionInput, bundle) -> tuple[float, float, str]:
         """(new, champion, how): both scored on the test rows the champion was not fitted on either (the new
         model's figures come from its fit that never saw the test period)."""
-        import mlflow
-
         prepared = self.ws.prepared(inp.prepared.uri)
         test = pl.read_parquet(inp.splits.test.uri)
-        loaded = mlflow.pyfunc.load_model(uri)
-        unseen = _unseen_by(loaded, test)
+        unseen = bundle.unseen(test)
         how = "on the same test period"
         if unseen is not None and not unseen.all():
             kept = int(unseen.sum())
@@ -76,7 +84,7 @@ class ChampionActivities(contract.Champion):
             how = f"on the {kept} of {test.height} test rows the champion was not fitted on"
             test = test.filter(pl.Series(unseen))
         rows = np.ones(prepared.y["test"].shape[0], dtype=bool) if unseen is None else unseen
-        out = loaded.predict(test.drop(inp.request.dataset_config.target).to_pandas())
+        out = bundle.predict(test.drop(inp.request.dataset_config.target).to_pandas())
         champion = self._metric(inp, prepared, rows, _scores_of(out, prepared.classes))
         if rows.all() or not inp.trained.test_scores_uri:
             new = inp.trained.metrics.test_metrics[inp.trained.primary_metric]
@@ -99,13 +107,6 @@ class ChampionActivities(contract.Champion):
         if value is None:
             raise ValueError(f"{inp.trained.primary_metric} is undefined on the rows compared")
         return float(value)
-
-
-def _unseen_by(loaded, test: pl.DataFrame) -> np.ndarray | None:
-    """The test rows the loaded pmls model was not fitted on; None when it does not say (not a pmls model, or
-    one registered before models kept their fitted rows' fingerprints)."""
-    bundle = getattr(loaded.unwrap_python_model(), "bundle", None)
-    return bundle.unseen(test) if bundle is not None and hasattr(bundle, "unseen") else None
 
 
 def _scores_of(out, classes: list | None) -> np.ndarray:

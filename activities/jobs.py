@@ -152,6 +152,7 @@ def build_artifact(inp: CompleteJobInput) -> ModelArtifact:
         model_uri=reg.model_uri,
         mlflow_run_id=reg.run_id,
         created_at=inp.finished_at,
+        bundle_sha256=reg.bundle_sha256,
     )
 
 

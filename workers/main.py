@@ -99,6 +99,7 @@ async def run_trials_worker(
     from activities.tuning import TrialActivities
     from activities.workspace import Workspace
     from pmls.ml.sources import FileAccess
+    from pmls.storage.digests import RecordedDigests
     from pmls.storage.registry import ModelRegistry
     from pmls.storage.studies import StudyStore
 
@@ -111,7 +112,8 @@ async def run_trials_worker(
     ws = Workspace(settings.artifacts, threads_per_trial=threads)
     rows = _trial_rows(settings)
     trials = TrialActivities(ws, StudyStore(settings.database.optuna_url), rows)
-    champion = ChampionActivities(ModelRegistry(settings.mlflow.tracking_uri), ws)
+    digests = RecordedDigests(settings.database.url)
+    champion = ChampionActivities(ModelRegistry(settings.mlflow.tracking_uri), ws, digests)
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
         worker = Worker(
             client,
@@ -133,6 +135,7 @@ async def run_trials_worker(
             await _run_until(worker, stop)
         finally:
             rows.close()
+            digests.close()
 
 
 def _trial_rows(settings: Settings):

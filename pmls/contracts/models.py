@@ -340,6 +340,9 @@ class ModelArtifact(BaseModel):
     model_uri: str
     mlflow_run_id: str | None = None
     created_at: datetime | None = None
+    bundle_sha256: str | None = Field(
+        None, description="content hash of the bundle, checked before loading it"
+    )
 
 
 class CancellationResult(BaseModel):

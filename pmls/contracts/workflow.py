@@ -178,6 +178,9 @@ class RegisteredModel(BaseModel):
     version: str
     model_uri: str
     run_id: str
+    bundle_sha256: str | None = (
+        None  # recorded in PostgreSQL; the service loads this version only if it matches
+    )
 
 
 class CompleteJobInput(BaseModel):

@@ -134,6 +134,22 @@ def save_bundle(
     return directory
 
 
+def bundle_digest(directory: str | Path) -> str:
+    """SHA-256 over every file of a bundle (relative path and bytes, in path order): recorded at registration,
+    checked before the service loads a registered version."""
+    import hashlib
+
+    root = Path(directory)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def load_bundle(directory: str | Path) -> Bundle:
     path = Path(directory)
     meta = json.loads((path / META_FILE).read_text())

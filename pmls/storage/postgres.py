@@ -148,6 +148,7 @@ def artifact_from_row(row: asyncpg.Record) -> ModelArtifact:
         model_uri=row["model_uri"],
         mlflow_run_id=row["mlflow_run_id"],
         created_at=row["created_at"],
+        bundle_sha256=row["bundle_sha256"],
     )
 
 
@@ -174,8 +175,8 @@ class ArtifactStore:
 async def upsert_artifact(conn: asyncpg.Connection, artifact: ModelArtifact) -> None:
     await conn.execute(
         """INSERT INTO model_artifacts (model_id, model_type, version, training_job_id, performance_metrics,
-               model_size_mb, deployment_ready, model_name, model_uri, mlflow_run_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+               model_size_mb, deployment_ready, model_name, model_uri, mlflow_run_id, bundle_sha256)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
            ON CONFLICT (model_id) DO UPDATE SET performance_metrics = EXCLUDED.performance_metrics,
                model_size_mb = EXCLUDED.model_size_mb, deployment_ready = EXCLUDED.deployment_ready""",
         artifact.model_id,
@@ -188,6 +189,7 @@ async def upsert_artifact(conn: asyncpg.Connection, artifact: ModelArtifact) -> 
         artifact.model_name,
         artifact.model_uri,
         artifact.mlflow_run_id,
+        artifact.bundle_sha256,
     )
 
 

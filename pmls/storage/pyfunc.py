@@ -74,7 +74,8 @@ def log_pyfunc_model(
         warnings.filterwarnings("ignore", message=".*[Ii]nput example.*")
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=PmlsPyfuncModel(),
+            # Models from code: MLflow stores this file, not a cloudpickle of the model object.
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             artifacts={"bundle": str(bundle_dir)},
             signature=signature,
             input_example=None,

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from pmls.contracts import TrainingRequest
 from pmls.contracts.ids import model_id as build_model_id
 from pmls.contracts.workflow import RegisteredModel, SplitRef, TrainedModelRef
+from pmls.ml.bundle import Bundle, bundle_digest, load_bundle
 
 log = logging.getLogger("pmls.registry")
 JOB_TAG = "pmls.job_id"
@@ -103,6 +104,7 @@ class ModelRegistry:
             version=str(existing.version),
             model_uri=f"models:/{name}/{existing.version}",
             run_id=existing.run_id,
+            bundle_sha256=bundle_digest(trained.bundle_uri),
         )
 
     def start_run(self, *, job_id: str, request: TrainingRequest, seed: int | None = None) -> str:
@@ -181,6 +183,27 @@ class ModelRegistry:
             return None
         earlier = [v for v in versions if v.tags.get(JOB_TAG) != exclude_job]
         return max(earlier, key=lambda v: int(v.version), default=None)
+
+    def load_checked(self, model_name: str, version: str, expected_sha256: str) -> Bundle:
+        """A registered version's bundle through pmls's own loader (JSON, LightGBM/XGBoost text, safetensors,
+        skops: no pickles), after its content hash matched the one recorded in PostgreSQL at registration. The
+        model's MLflow code is never run here, so whoever can write to the registry cannot run code this way."""
+        import hmac
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="pmls-registered-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=tmp))
+            found = [p.parent for p in local.rglob("meta.json") if (p.parent / "preprocessor.json").is_file()]
+            if len(found) != 1:
+                raise ValueError("the registered model holds no pmls bundle")
+            digest = bundle_digest(found[0])
+            if not hmac.compare_digest(digest, expected_sha256):
+                raise ValueError(
+                    f"its bundle's content hash {digest[:12]}... is not the {expected_sha256[:12]}... recorded "
+                    "at registration, so it was not loaded"
+                )
+            return load_bundle(found[0])
 
     def alias_version(self, model_name: str, alias: str) -> str | None:
         try:

@@ -28,7 +28,7 @@ def test_the_workers_compositions_implement_every_stub(tmp_path):
         DataActivities(ws, FileAccess.anywhere()),
         TrainingActivities(ws),
         TrialActivities(ws, None, None),
-        ChampionActivities(None, ws),
+        ChampionActivities(None, ws, None),
     )
     training = activities_of(
         ON_TRAINING_QUEUE, JobActivities(None, None, None), StudyActivities(None, None, None)
