@@ -18,20 +18,23 @@ from pmls.contracts.workflow import (
 from pmls.ml.data import prepare_splits
 from pmls.ml.prepared import higher_is_better, prepare
 from pmls.ml.sources import FileAccess
-from pmls.storage.sources import load_source
+from pmls.storage.sources import Connections, load_source
 
 
 class DataActivities(contract.Data):
-    def __init__(self, workspace: Workspace, access: FileAccess) -> None:
+    def __init__(
+        self, workspace: Workspace, access: FileAccess, connections: Connections | None = None
+    ) -> None:
         self.ws = workspace
         self.access = access  # the data roots: file and DuckDB sources read nothing else
+        self.connections = connections or Connections()  # the operator's named databases, the only ones
 
     @activity.defn
     def load_dataset(self, inp: LoadDatasetInput) -> DatasetRef:
         """Read the source (Polars), keep a snapshot of exactly what this job trains on."""
         activity.heartbeat("loading")
         with input_errors():
-            frame = load_source(inp.dataset_config.source, self.access)
+            frame = load_source(inp.dataset_config.source, self.access, self.connections)
         return self.ws.write_frame(frame, self.ws.job_dir(inp.job_id) / "dataset.parquet")
 
     @activity.defn

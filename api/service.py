@@ -55,7 +55,7 @@ from pmls.settings import Settings
 from pmls.storage.cache import Cache
 from pmls.storage.postgres import ArtifactStore, DeploymentStore, ExperimentStore, JobStore
 from pmls.storage.registry import ModelRegistry
-from pmls.storage.sources import check_source
+from pmls.storage.sources import Connections, check_source
 from pmls.temporal import CLOSED, closed_outside
 from workflows.training import TrainingWorkflow
 
@@ -101,6 +101,7 @@ class JobService:
         self.experiments = experiments
         self.settings = settings
         self.access = FileAccess(tuple(settings.data_root_paths))
+        self.connections = Connections(settings.connections)
         self.temporal = temporal
         self.jobs = jobs
         self.artifacts = artifacts
@@ -116,7 +117,7 @@ class JobService:
         many active jobs as ``PMLS_MAX_ACTIVE_JOBS_PER_CALLER`` gets 429 for a new one."""
         check_supported(request)
         try:
-            check_source(request.dataset_config.source, self.access)
+            check_source(request.dataset_config.source, self.access, self.connections)
         except DataError as exc:
             raise InvalidError(exc.message, field=exc.field) from exc
         job_id = request.training_id or new_job_id()

@@ -192,6 +192,13 @@ class Settings(BaseSettings):
         description="folders file and DuckDB sources may read, separated by ',' (default: PMLS_HOME/data)",
     )
 
+    connections: dict[str, str] = Field(
+        default_factory=dict,
+        description="database sources a request may name, as a JSON object name -> postgresql:// URL "
+        "(with credentials; give each a role with SELECT grants only)",
+    )
+    source_statement_timeout_seconds: float = Field(1800.0, gt=0, description="a source query's time limit")
+
     @cached_property
     def home(self) -> Path:
         return pmls_home()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -88,6 +89,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, credentials: Credentials) ->
     os.environ["PMLS_DATA_ROOTS"] = f"{home / 'data'},{tmp_path_factory.getbasetemp()}"
     for var in PORT_VARS:
         os.environ.setdefault(var, str(free_port()))
+    # One named database connection for the database-source tests: the stack's own server, as an operator names one.
+    os.environ["PMLS_CONNECTIONS"] = json.dumps({"warehouse": Settings().database.url})
     running = Stack(Settings()).start()
     try:
         yield running

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -101,6 +102,7 @@ async def run_trials_worker(
     from pmls.ml.sources import FileAccess
     from pmls.storage.digests import RecordedDigests
     from pmls.storage.registry import ModelRegistry
+    from pmls.storage.sources import Connections, warn_superusers
     from pmls.storage.studies import StudyStore
 
     slots = slots or settings.worker.trial_slots
@@ -110,6 +112,11 @@ async def run_trials_worker(
     )
     _limit_torch_threads(threads)
     ws = Workspace(settings.artifacts, threads_per_trial=threads)
+    connections = Connections(settings.connections, settings.source_statement_timeout_seconds)
+    # In the background: an unreachable database must not hold up the worker.
+    threading.Thread(
+        target=warn_superusers, args=(connections,), name="connection-check", daemon=True
+    ).start()
     rows = _trial_rows(settings)
     trials = TrialActivities(ws, StudyStore(settings.database.optuna_url), rows)
     digests = RecordedDigests(settings.database.url)
@@ -120,7 +127,7 @@ async def run_trials_worker(
             task_queue=settings.temporal.trials_task_queue,
             activities=activities_of(
                 ON_TRIALS_QUEUE,
-                DataActivities(ws, FileAccess(tuple(settings.data_root_paths))),
+                DataActivities(ws, FileAccess(tuple(settings.data_root_paths)), connections),
                 TrainingActivities(ws),
                 trials,
                 champion,

@@ -100,8 +100,8 @@ class DatasetConfig(Contract):
         min_length=1,
         max_length=MAX_SOURCE,
         description=(
-            "Parquet/CSV/NDJSON file, glob or folder; `duckdb:SELECT ...` over such files; or "
-            "`postgresql://user@host/db?table=NAME` (or `?query=SELECT ...`)"
+            "Parquet/CSV/NDJSON file, glob or folder under a data root; `duckdb:SELECT ...` over such files; "
+            "or `connection:NAME?table=T` / `connection:NAME?query=SELECT ...` for a database the operator named"
         ),
     )
     target: Column = Field(..., description="column to predict")

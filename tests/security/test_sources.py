@@ -74,3 +74,44 @@ def test_a_data_root_holding_the_service_home_is_refused_at_start(settings):
     for roots in ("/", str(settings.home), f"{settings.artifacts}/mine"):
         with pytest.raises(ValueError, match="PMLS_DATA_ROOTS"):
             _ = Settings(data_roots=roots).data_root_paths
+
+
+def test_database_sources_go_through_named_connections_only(api, demo_request, demo_data, settings):
+    url = settings.database.url
+    job_id, resp = _start(
+        api, demo_request, f"{url}?table=training_jobs"
+    )  # the service's own database, by URL
+    _refused(api, job_id, resp, "credentials do not belong in a request")
+    assert url not in resp.text
+    job_id, resp = _start(api, demo_request, "connection:payroll?table=salaries")
+    _refused(api, job_id, resp, "no connection named 'payroll'; configured: warehouse")
+    for query in (
+        "DELETE FROM training_jobs",
+        "SELECT * INTO stolen FROM training_jobs",
+        "SELECT pg_read_file('x')",
+    ):
+        job_id, resp = _start(api, demo_request, f"connection:warehouse?query={query}")
+        assert resp.status_code == 422, resp.text
+
+
+def test_a_job_trains_from_a_named_connections_table_and_the_superuser_role_is_warned_about(
+    api, demo_request, demo_data, settings
+):
+    import polars as pl
+    import sqlalchemy as sa
+
+    table = unique("churn_src").lower()
+    engine = sa.create_engine(settings.database.url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    pl.read_parquet(demo_data).write_database(table, connection=engine)
+    try:
+        job_id, resp = _start(api, demo_request, f"connection:warehouse?table={table}")
+        assert resp.status_code == 202, resp.text
+        job = wait_for(api, job_id, timeout=180)
+        assert job["status"] == "COMPLETED", job.get("error")
+        assert job["training_request"]["dataset_config"]["source"] == f"connection:warehouse?table={table}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
+    logs = "".join(p.read_text(errors="replace") for p in (settings.home / "logs").glob("*.log"))
+    assert "connection 'warehouse' logs in as a superuser" in logs

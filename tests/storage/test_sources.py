@@ -3,9 +3,7 @@ and PostgreSQL tables / queries on the stack's server."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from urllib.parse import quote
 
 import numpy as np
 import polars as pl
@@ -14,7 +12,7 @@ import pytest
 from pmls.ml.errors import DataError
 from pmls.ml.sources import FileAccess, is_query_source, scan_source
 from pmls.storage import sources
-from pmls.storage.sources import is_postgres_source
+from pmls.storage.sources import Connections, is_connection_source, is_postgres_url
 
 
 @pytest.fixture
@@ -22,9 +20,9 @@ def access(tmp_path) -> FileAccess:
     return FileAccess((tmp_path.resolve(),))
 
 
-def load_source(source: str, access: FileAccess | None = None) -> pl.DataFrame:
-    # PostgreSQL sources ignore the data roots; the file and DuckDB tests pass their own.
-    return sources.load_source(source, access or FileAccess(()))
+def load_source(source: str, access: FileAccess | None = None, connections: Connections | None = None):
+    # Database sources ignore the data roots; the file and DuckDB tests pass their own.
+    return sources.load_source(source, access or FileAccess(()), connections or Connections())
 
 
 @pytest.fixture
@@ -65,8 +63,9 @@ def test_duckdb_missing_file_and_empty_query(tmp_path, access):
 
 
 def test_source_kinds_and_files_unchanged(tmp_path, frame, access):
-    assert is_query_source("duckdb:SELECT 1") and is_postgres_source("postgres://h/db?table=t")
-    assert not is_query_source(str(tmp_path / "*.parquet")) and not is_postgres_source("duckdb:SELECT 1")
+    assert is_query_source("duckdb:SELECT 1") and is_postgres_url("postgres://h/db?table=t")
+    assert is_connection_source("connection:dw?table=t") and not is_connection_source("duckdb:SELECT 1")
+    assert not is_query_source(str(tmp_path / "*.parquet")) and not is_postgres_url("duckdb:SELECT 1")
     frame.write_parquet(tmp_path / "d.parquet")
     assert load_source(str(tmp_path / "d.parquet"), access).height == frame.height
     assert load_source("d.parquet", access).height == frame.height  # relative: under the first data root
@@ -75,68 +74,107 @@ def test_source_kinds_and_files_unchanged(tmp_path, frame, access):
         scan_source(str(tmp_path / "d.parquet"), access, ["x", "nope"])
 
 
-def test_postgres_url_needs_table_or_query_and_hides_password():
+def test_a_database_url_in_a_request_is_refused_without_echoing_it():
     with pytest.raises(DataError) as err:
-        load_source("postgresql://me:secret@127.0.0.1:1/db")
-    assert "exactly one of" in err.value.message and "secret" not in err.value.message
+        load_source("postgresql://me:secret@127.0.0.1:1/db?table=t", connections=Connections({"dw": "x"}))
+    assert (
+        "credentials do not belong in a request" in err.value.message
+        and "configured: dw" in err.value.message
+    )
+    assert "secret" not in err.value.message
 
 
-def test_unreachable_postgres_is_a_data_error():
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("connection:nope?table=t", "no connection named 'nope'; configured: dw"),
+        ("connection:dw", "connection:dw?table=NAME"),
+        ("connection:dw?table=a.b.c", "not a name or schema.name"),
+        ("connection:dw?query=SELECT 1; SELECT 2", "exactly one SELECT statement, not 2"),
+        ("connection:dw?query=DELETE FROM t", "only a SELECT may be a source, not DeleteStmt"),
+        ("connection:dw?query=SELECT * INTO copy FROM t", "SELECT ... INTO"),
+        ("connection:dw?query=SELECT * FROM t FOR UPDATE", "FOR UPDATE"),
+        ("connection:dw?query=WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", "not DeleteStmt"),
+        (
+            "connection:dw?query=SELECT pg_catalog.pg_read_file('/etc/passwd')",
+            "pg_read_file() is not allowed",
+        ),
+        ("connection:dw?query=SELEC 1", "syntax error"),
+    ],
+)
+def test_connection_sources_are_checked_before_anything_connects(source, words):
+    # The URL would not connect: each of these is refused before a connection is tried.
     with pytest.raises(DataError) as err:
-        load_source("postgresql://me:secret@127.0.0.1:1/db?table=t")
-    assert "could not connect" in err.value.message and "secret" not in err.value.message
+        load_source(source, connections=Connections({"dw": "postgresql://me:secret@127.0.0.1:1/db"}))
+    assert words in err.value.message and "secret" not in err.value.message
+
+
+def test_an_unreachable_connection_is_a_data_error_naming_it():
+    with pytest.raises(DataError) as err:
+        load_source(
+            "connection:dw?table=t", connections=Connections({"dw": "postgresql://me:secret@127.0.0.1:1/db"})
+        )
+    assert "could not connect to 'dw'" in err.value.message and "secret" not in err.value.message
 
 
 # --- PostgreSQL: the stack's server (embedded unless PMLS_DATABASE_URL is set) ---
 
 
 @pytest.fixture
-def pg_table(frame, settings):
-    """A uniquely named table holding a copy of ``frame``; dropped afterwards."""
-    url = os.environ.get("PMLS_TEST_POSTGRES_URL") or settings.database.url
+def warehouse(frame, settings):
+    """A connection to the stack's server holding a uniquely named copy of ``frame``; dropped afterwards."""
     psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        conn = psycopg2.connect(url, connect_timeout=5)
-    except psycopg2.Error as exc:
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    url = settings.database.url
+    conn = psycopg2.connect(url, connect_timeout=5)
     conn.autocommit = True
     name = f"pmls_src_{uuid.uuid4().hex[:12]}"
-    rows = frame.select("x", "colour", "y").rows()
     with conn.cursor() as cur:
         cur.execute(f"CREATE TABLE {name} (x double precision, colour text, y integer)")
-        cur.executemany(f"INSERT INTO {name} VALUES (%s, %s, %s)", rows)
+        cur.executemany(f"INSERT INTO {name} VALUES (%s, %s, %s)", frame.select("x", "colour", "y").rows())
     try:
-        yield url, name
+        yield Connections({"dw": url}, statement_timeout_s=5), name
     finally:
         with conn.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {name}")
         conn.close()
 
 
-def _with(url: str, param: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}{param}"
-
-
-def test_postgres_table(pg_table, frame):
-    url, name = pg_table
-    got = load_source(_with(url, f"table={name}"))
+def test_a_connections_table_and_query(warehouse, frame):
+    connections, name = warehouse
+    got = load_source(f"connection:dw?table={name}", connections=connections)
     assert got.columns == ["x", "colour", "y"] and got.height == frame.height
     assert got.sort("x").get_column("y").to_list() == frame.sort("x").get_column("y").to_list()
-
-
-def test_postgres_query_and_postgres_scheme(pg_table, frame):
-    url, name = pg_table
-    query = quote(f"SELECT x, y FROM {name} WHERE colour = 'red'")
-    got = load_source(_with(url.replace("postgresql://", "postgres://", 1), f"query={query}"))
+    got = load_source(
+        f"connection:dw?query=SELECT x, y FROM {name} WHERE colour = 'red'", connections=connections
+    )
     assert got.columns == ["x", "y"] and got.height == frame.filter(pl.col("colour") == "red").height
 
 
-def test_postgres_bad_table_and_bad_query(pg_table):
-    url, name = pg_table
+def test_a_missing_table_lists_the_tables_and_a_slow_query_hits_the_timeout(warehouse):
+    connections, name = warehouse
     with pytest.raises(DataError) as err:
-        load_source(_with(url, "table=no_such_table_xyz"))
-    assert "no table 'no_such_table_xyz'" in err.value.message and "tables are:" in err.value.message
-    with pytest.raises(DataError, match="PostgreSQL: .*syntax error"):
-        load_source(_with(url, f"query={quote('SELEC 1')}"))
-    with pytest.raises(DataError, match="not valid 'read' queries"):
-        load_source(_with(url, f"query={quote(f'DROP TABLE {name}')}"))
+        load_source("connection:dw?table=no_such_table_xyz", connections=connections)
+    assert "no table 'no_such_table_xyz' in 'dw'" in err.value.message and name in err.value.message
+    with pytest.raises(DataError, match="statement timeout"):
+        load_source("connection:dw?query=SELECT pg_sleep(30)", connections=connections)
+
+
+def test_a_query_cannot_write(warehouse, settings):
+    import psycopg2
+
+    connections, name = warehouse
+    conn = psycopg2.connect(settings.database.url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE SEQUENCE {name}_seq")
+    try:
+        # A plain SELECT that writes (a sequence moves): the read-only transaction refuses it.
+        with pytest.raises(DataError, match="read-only transaction"):
+            load_source(f"connection:dw?query=SELECT nextval('{name}_seq')", connections=connections)
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT last_value, is_called FROM {name}_seq")
+            assert cur.fetchone() == (1, False)  # never advanced
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP SEQUENCE {name}_seq")
+        conn.close()
