@@ -48,9 +48,33 @@ Choice = str | bool | int | float | None
 
 
 class Contract(BaseModel):
-    """Base for request-side contracts: unknown fields are an error, not silently dropped; no NaN or infinity."""
+    """Base for request-side contracts: unknown fields are an error, not silently dropped; no NaN or infinity;
+    no text that PostgreSQL cannot store (a NUL) or that is not Unicode (a lone surrogate)."""
 
     model_config = ConfigDict(extra="forbid", use_enum_values=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _clean_text(cls, value: Any) -> Any:
+        _check_text(value)
+        return value
+
+
+def _check_text(value: Any) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("is not valid Unicode (a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_text(item)
 
 
 def bounded_duration(value: str, what: str, *, minimum: timedelta = timedelta(0)) -> str:
