@@ -16,23 +16,16 @@ import psutil
 import pytest
 
 from pmls.auth import read_local_token
+from pmls.settings import PORT_VARS
 from pmls.stack import free_port
 from tests.helpers import unique, wait_for
 
 pytestmark = pytest.mark.slow
-PORTS = (
-    "PMLS_API_PORT",
-    "PMLS_TEMPORAL_PORT",
-    "PMLS_TEMPORAL_UI_PORT",
-    "PMLS_POSTGRES_PORT",
-    "PMLS_REDIS_PORT",
-    "PMLS_MLFLOW_PORT",
-)
 
 
 def _env(home: Path, data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PMLS_")}
-    env.update({name: str(free_port()) for name in PORTS}, PMLS_HOME=str(home), PMLS_DATA_ROOTS=str(data))
+    env.update({name: str(free_port()) for name in PORT_VARS}, PMLS_HOME=str(home), PMLS_DATA_ROOTS=str(data))
     return env
 
 
