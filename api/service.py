@@ -133,7 +133,8 @@ class JobService:
         job, created = await self.jobs.create(
             job_id=job_id, request=request, request_hash=digest, started_by=started_by
         )
-        if not created and await self.jobs.request_hash(job_id) != digest:
+        # Not created: it existed, or another request inserted it since ``existing`` was read.
+        if not created and (existing or await self.jobs.request_hash(job_id)) != digest:
             raise ConflictError(
                 f"training_id {job_id!r} already exists with a different request", field="training_id"
             )

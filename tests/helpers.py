@@ -14,6 +14,11 @@ from pmls.settings import Settings
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 
+def error_fields(resp: httpx.Response) -> list[str]:
+    """The request fields a 4xx answer names (the API's error shape: ``detail`` items with a ``field``)."""
+    return [d["field"] for d in resp.json()["detail"]]
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}_{time.strftime('%H%M%S')}_{os.urandom(3).hex()}"
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import unique, wait_for
-
-
-def _fields(resp) -> list[str]:
-    return [d["field"] for d in resp.json()["detail"]]
+from tests.helpers import error_fields, unique, wait_for
 
 
 @pytest.mark.parametrize(
@@ -70,7 +66,7 @@ def _fields(resp) -> list[str]:
 def test_invalid_request_is_422_naming_the_field(api, demo_request, change, field, words):
     resp = api.post("/api/v1/training/start", json=demo_request(unique("bad"), **change))
     assert resp.status_code == 422, resp.text
-    assert field in _fields(resp)
+    assert field in error_fields(resp)
     assert words in resp.json()["message"]
 
 
@@ -79,7 +75,7 @@ def test_missing_body_fields_are_named(api):
         "/api/v1/training/start", json={"model_type": "LIGHTGBM", "dataset_config": {"source": "x"}}
     )
     assert resp.status_code == 422
-    assert "dataset_config.target" in _fields(resp)
+    assert "dataset_config.target" in error_fields(resp)
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,9 @@ import json
 
 import pytest
 
-from tests.helpers import unique
+from tests.helpers import error_fields, unique
 
 HUGE = {"type": "int", "low": 10, "high": 1_000_000_000}
-
-
-def _fields(resp) -> list[str]:
-    return [d["field"] for d in resp.json()["detail"]]
 
 
 @pytest.mark.parametrize(
@@ -61,7 +57,7 @@ def test_out_of_bounds_values_are_422_and_start_nothing(api, demo_request, chang
     body = demo_request(unique("bound"), **change)
     resp = api.post("/api/v1/training/start", json=body)
     assert resp.status_code == 422, resp.text
-    assert field in _fields(resp)
+    assert field in error_fields(resp)
     assert words in resp.json()["message"]
     if len(body["training_id"]) <= 64:
         assert api.get(f"/api/v1/training/{body['training_id']}/status").status_code == 404
@@ -86,7 +82,7 @@ def test_nan_and_infinity_are_refused(api, demo_request, change, field):
     assert "NaN" in body or "Infinity" in body
     resp = api.post("/api/v1/training/start", content=body, headers={"content-type": "application/json"})
     assert resp.status_code == 422, resp.text
-    assert field in _fields(resp)
+    assert field in error_fields(resp)
 
 
 def test_a_body_over_the_limit_is_413_declared_or_streamed(api, demo_request):

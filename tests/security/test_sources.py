@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pmls.settings import Settings
-from tests.helpers import unique, wait_for
+from tests.helpers import error_fields, unique, wait_for
 
 
 def _start(api, demo_request, source: str, **extra):
@@ -20,7 +20,7 @@ def _start(api, demo_request, source: str, **extra):
 
 def _refused(api, job_id, resp, words: str) -> None:
     assert resp.status_code == 422, resp.text
-    assert resp.json()["detail"][0]["field"] == "dataset_config.source"
+    assert error_fields(resp) == ["dataset_config.source"]
     assert words in resp.json()["message"]
     assert api.get(f"/api/v1/training/{job_id}/status").status_code == 404  # no job, no workflow
 
