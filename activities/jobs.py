@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import polars as pl
 from temporalio import activity
+from temporalio.client import Client
 
 from pmls.contracts import (
     ModelArtifact,
@@ -29,7 +30,10 @@ from pmls.storage.registry import ModelRegistry
 
 
 class JobActivities(contract.Jobs):
-    def __init__(self, pool: asyncpg.Pool, cache: Cache, registry: ModelRegistry) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, cache: Cache, registry: ModelRegistry, temporal: Client | None = None
+    ) -> None:
+        self.temporal = temporal
         self.jobs = JobStore(pool)
         self.outbox = Outbox(pool)
         self.pool = pool
@@ -48,11 +52,20 @@ class JobActivities(contract.Jobs):
             error=update.error,
             model_id=update.model_id,
             estimated_completion=update.estimated_completion,
+            run_id=update.run_id,
+            run_at=update.at,
         )
         if job is not None:
             await self.cache.set_job(job)
         if update.status is not TrainingStatus.QUEUED:
             await self.cache.dequeue(update.job_id)
+
+    @activity.defn
+    async def cancel_execution(self, job_id: str) -> None:
+        """Temporal's own cancel of the job's workflow, so that a cancel by signal closes it as Cancelled."""
+        if self.temporal is None:
+            raise RuntimeError("this worker has no Temporal client to cancel with")
+        await self.temporal.get_workflow_handle(job_id).cancel()
 
     @activity.defn
     async def register_model(self, inp: RegisterModelInput) -> RegisteredModel:
@@ -90,15 +103,18 @@ class JobActivities(contract.Jobs):
         event = build_event(inp, artifact)
         async with self.pool.acquire() as conn, conn.transaction():
             await upsert_artifact(conn, artifact)
+            job = await self.jobs.update(
+                job_id=inp.job_id,
+                status=TrainingStatus.COMPLETED,
+                stage="completed",
+                progress=100.0,
+                metrics=inp.trained.metrics,
+                model_id=artifact.model_id,
+                run_id=inp.run_id,
+                run_at=inp.finished_at,
+                conn=conn,
+            )
             await add_event(conn, event, aggregate_id=inp.job_id)
-        job = await self.jobs.update(
-            job_id=inp.job_id,
-            status=TrainingStatus.COMPLETED,
-            stage="completed",
-            progress=100.0,
-            metrics=inp.trained.metrics,
-            model_id=artifact.model_id,
-        )
         if job is not None:
             await self.cache.set_job(job)
         await self.cache.set_artifact(artifact)

@@ -41,6 +41,7 @@ from pmls.contracts.experiments import HyperparameterExperiment
 from pmls.contracts.ids import new_job_id, request_hash
 from pmls.contracts.params import unknown_parameters
 from pmls.contracts.temporal import (
+    MEMO_OUTAGE_BUDGET,
     MEMO_TRIAL_SLOTS,
     MEMO_TRIALS_QUEUE,
     MODEL_NAME_KEY,
@@ -60,6 +61,9 @@ from pmls.temporal import CLOSED, closed_outside
 from workflows.training import TrainingWorkflow
 
 log = logging.getLogger("pmls.api")
+
+STARTING = "starting"  # the stage of a job whose workflow could not be started
+START_ATTEMPTS = 4  # tries to reach Temporal (0.5 s, 1 s, 2 s apart) before the job is recorded FAILED
 
 
 def check_supported(request: TrainingRequest) -> None:
@@ -133,6 +137,11 @@ class JobService:
         job, created = await self.jobs.create(
             job_id=job_id, request=request, request_hash=digest, started_by=started_by
         )
+        if not created and job.status is TrainingStatus.FAILED and job.current_stage == STARTING:
+            # Its workflow never started: the id is free for this request, corrected or not.
+            job, created = await self.jobs.requeue_unstarted(
+                job_id=job_id, request=request, request_hash=digest, started_by=started_by
+            )
         # Not created: it existed, or another request inserted it since ``existing`` was read.
         if not created and (existing or await self.jobs.request_hash(job_id)) != digest:
             raise ConflictError(
@@ -145,7 +154,6 @@ class JobService:
         return job, created
 
     async def _start_workflow(self, job_id: str, request: TrainingRequest) -> None:
-        t = self.settings.temporal
         attrs = TypedSearchAttributes(
             [
                 SearchAttributePair(STATUS_KEY, TrainingStatus.QUEUED.value),
@@ -155,6 +163,36 @@ class JobService:
             ]
         )
         cfg = request.dataset_config
+        for attempt in range(START_ATTEMPTS):
+            try:
+                await self._start_once(job_id, request, attrs, cfg)
+                return
+            except RPCError as exc:
+                refused = exc.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.FAILED_PRECONDITION)
+                if refused or attempt == START_ATTEMPTS - 1:
+                    await self._never_started(job_id, exc, refused)
+                await asyncio.sleep(0.5 * 2**attempt)
+
+    async def _never_started(self, job_id: str, exc: RPCError, refused: bool) -> None:
+        """The job is FAILED, its reason recorded, never a QUEUED row without a workflow; the same
+        training_id may be sent again (corrected, or once Temporal is back) and starts afresh."""
+        reason = (
+            f"Temporal refused to start the job: {exc.message}"
+            if refused
+            else f"could not start the job: Temporal is unavailable ({exc.message}); send the request again"
+        )
+        job = await self.jobs.update(
+            job_id=job_id, status=TrainingStatus.FAILED, stage=STARTING, progress=0.0, error=reason
+        )
+        if job is not None:
+            await self.cache.set_job(job)
+        await self.cache.dequeue(job_id)
+        if refused:
+            raise InvalidError(reason, field="training_id") from exc
+        raise UnavailableError(reason) from exc
+
+    async def _start_once(self, job_id: str, request: TrainingRequest, attrs, cfg) -> None:
+        t = self.settings.temporal
         try:
             await self.temporal.start_workflow(
                 TrainingWorkflow.run,
@@ -168,14 +206,13 @@ class JobService:
                 memo={
                     MEMO_TRIALS_QUEUE: t.trials_task_queue,
                     MEMO_TRIAL_SLOTS: self.settings.worker.trial_slots,
+                    MEMO_OUTAGE_BUDGET: self.settings.worker.outage_budget_seconds,
                 },
                 static_summary=f"{request.model_type.value} {request.training_mode.value} -> {request.lineage}",
                 static_details=f"target `{cfg.target}` from `{cfg.source}`",
             )
         except WorkflowAlreadyStartedError:
             pass  # a closed run with this id: the job already ran
-        except RPCError as exc:
-            raise UnavailableError(f"Temporal is unavailable: {exc.message}") from exc
 
     async def status(self, job_id: str) -> TrainingJob:
         cached = await self.cache.get_job(job_id)

@@ -161,6 +161,13 @@ class WorkerSettings(BaseSettings):
         "trials never share an interpreter lock; fewer saves ~0.8 GB of memory each)",
     )
     relay_interval_seconds: float = 2.0
+    outage_budget_seconds: float = Field(
+        1800.0,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="how long a job waits out a server or data source it cannot reach (PostgreSQL, Redis, MLflow, "
+        "a database source) before it fails; each stage's attempts retry with backoff until then",
+    )
     reconcile_interval_seconds: float = Field(
         5.0,
         gt=0,

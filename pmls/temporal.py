@@ -58,6 +58,8 @@ async def reconcile_closed_jobs(client: Client, jobs, cache=None) -> list[str]:
         job = await jobs.get(execution.id) if reason else None
         if job is None or job.status.is_terminal:
             continue
+        if job.run_id is not None and execution.run_id != job.run_id:
+            continue  # an earlier run (a reset terminates it): the row follows the newer one
         job = await jobs.update(
             job_id=job.job_id,
             status=CLOSED[execution.status],

@@ -21,6 +21,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.supervision import Supervisor
 from pmls.contracts.activities import ON_TRAINING_QUEUE, ON_TRIALS_QUEUE, activities_of
 from pmls.settings import Settings
 from pmls.temporal import connect_temporal
@@ -63,7 +64,7 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     pool = await create_pool(settings.database.url)
     cache = Cache(settings.redis.url, timeout=settings.redis.redis_socket_timeout)
     registry = ModelRegistry(settings.mlflow.tracking_uri)
-    jobs = JobActivities(pool, cache, registry)
+    jobs = JobActivities(pool, cache, registry, client)
     rows = _trial_rows(settings)
     studies = StudyActivities(StudyStore(settings.database.optuna_url), rows, registry)
     relay = asyncio.create_task(_relay_forever(Outbox(pool), cache, settings.worker.relay_interval_seconds))
@@ -75,6 +76,7 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
         task_queue=settings.temporal.task_queue,
         workflows=[TrainingWorkflow, TuningWorkflow],
         activities=activities_of(ON_TRAINING_QUEUE, jobs, studies),
+        interceptors=[Supervisor(settings.worker.outage_budget_seconds)],
     )
     try:
         await _run_until(worker, stop)
@@ -134,6 +136,7 @@ async def run_trials_worker(
             ),
             activity_executor=executor,
             max_concurrent_activities=slots,
+            interceptors=[Supervisor(settings.worker.outage_budget_seconds)],
             # Heartbeats carry cancellation back: send them often enough that a cancel lands in ~1 s.
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),

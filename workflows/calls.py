@@ -11,25 +11,40 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from pmls.contracts.activities import ON_TRAINING_QUEUE, ON_TRIALS_QUEUE
-    from pmls.contracts.temporal import CHILD_MEMO_KEYS, MEMO_TRIALS_QUEUE, TRIALS_QUEUE
+    from pmls.contracts.activities import ON_TRAINING_QUEUE, ON_TRIALS_QUEUE, FailureKind
+    from pmls.contracts.temporal import CHILD_MEMO_KEYS, MEMO_OUTAGE_BUDGET, MEMO_TRIALS_QUEUE, TRIALS_QUEUE
 
-# Bad input never gets better by retrying.
-NON_RETRYABLE = ["DataError", "ValidationError", "UnsupportedError"]
+# What fails the same way on the next attempt; ``activities.supervision`` marks these non-retryable itself,
+# the policy says it once more for errors raised before the supervisor sees them.
+NON_RETRYABLE = ["DataError", "ValidationError", "UnsupportedError", FailureKind.DETERMINISTIC.value]
+DEFAULT_OUTAGE_BUDGET = timedelta(minutes=30)
+# Outages are waited out inside an attempt by the supervisor (activities.supervision), so an attempt's timeout
+# is its work plus the outage budget and the attempts below count only failures and workers that died.
 IO_RETRY = RetryPolicy(
-    maximum_attempts=10, maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE
+    maximum_attempts=4,
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=NON_RETRYABLE,
 )
-CPU_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
+CPU_RETRY = RetryPolicy(maximum_attempts=4, non_retryable_error_types=NON_RETRYABLE)
 # A crashed trial worker is noticed by the heartbeat timeout and the batch re-runs elsewhere (its told trials
 # are not run again). Bad parameters come back as a FAILED result, not an error: what raises is
-# infrastructure (a dead worker, the database restarting), so give it a few attempts over half a minute.
+# infrastructure (a dead worker), so give it a few more attempts.
 TRIAL_RETRY = RetryPolicy(
     maximum_attempts=6,
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2,
     maximum_interval=timedelta(seconds=15),
-    non_retryable_error_types=["DataError"],
+    non_retryable_error_types=["DataError", FailureKind.DETERMINISTIC.value],
 )
+HEARTBEAT = timedelta(seconds=60)  # CPU activities: the supervisor beats every 10 s while they work
+IO_HEARTBEAT = timedelta(seconds=30)
+
+
+def outage_budget() -> timedelta:
+    """How long an activity keeps retrying an unreachable server (the job's memo: PMLS_OUTAGE_BUDGET_SECONDS)."""
+    seconds = workflow.memo_value(MEMO_OUTAGE_BUDGET, default=None)
+    return timedelta(seconds=float(seconds)) if seconds else DEFAULT_OUTAGE_BUDGET
 
 
 def trials_queue() -> str:
@@ -51,7 +66,11 @@ async def io(activity: Callable, arg: Any, *, timeout: timedelta = timedelta(min
     """A light activity on the workflow's own queue (a stub of a group in ``ON_TRAINING_QUEUE``)."""
     _check_queue(activity, ON_TRAINING_QUEUE, "training")
     return await workflow.execute_activity_method(
-        activity, arg, start_to_close_timeout=timeout, retry_policy=IO_RETRY
+        activity,
+        arg,
+        start_to_close_timeout=timeout + outage_budget(),
+        heartbeat_timeout=IO_HEARTBEAT,
+        retry_policy=IO_RETRY,
     )
 
 
@@ -62,8 +81,8 @@ async def cpu(activity: Callable, arg: Any, *, timeout: timedelta) -> Any:
         activity,
         arg,
         task_queue=trials_queue(),
-        start_to_close_timeout=timeout,
-        heartbeat_timeout=timedelta(seconds=60),
+        start_to_close_timeout=timeout + outage_budget(),
+        heartbeat_timeout=HEARTBEAT,
         retry_policy=CPU_RETRY,
         # The job is CANCELLED only once training has really stopped and freed its slot.
         cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,

@@ -6,5 +6,10 @@ executions started before replay on the old one. Their recorded histories stay u
 ``tests/workflows/histories/<id>/`` (README "Tests"). Once no deployment can still run a workflow started
 before a patch, its old branch, its ``deprecate_patch`` step and its histories go.
 
-None is live: the histories at the top of ``tests/workflows/histories`` were recorded on the current code.
+Live: ``JOB_DEADLINE`` (2026-12-03). The histories at the top of ``tests/workflows/histories`` were recorded on
+the current code, those under ``job-deadline/`` before it.
 """
+
+# job_timeout bounds the whole job (a timer beside the pipeline), and a cancel signal becomes Temporal's own
+# cancel of the execution, which then closes as Cancelled.
+JOB_DEADLINE = "job-deadline"

@@ -12,6 +12,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 from workflows.calls import child_memo, cpu, io
+from workflows.patches import JOB_DEADLINE
 from workflows.tuning import TuningWorkflow
 
 with workflow.unsafe.imports_passed_through():
@@ -97,6 +98,7 @@ class TrainingWorkflow:
         self._started = None
         self._pipeline: asyncio.Task | None = None
         self._cancel_reason: str | None = None
+        self._deadline_passed = False
         self._trials = 0
         self._tuning: TuningProgress | None = None
         self._tuning_by_family: dict[str, TuningProgress] = {}
@@ -113,9 +115,12 @@ class TrainingWorkflow:
         self._job_id = inp.job_id
         self._started = workflow.now()
         self._pipeline = asyncio.create_task(self._run_pipeline(inp))
+        deadline = asyncio.create_task(self._deadline(inp)) if workflow.patched(JOB_DEADLINE) else None
         try:
             return await self._pipeline
         except BaseException as exc:
+            if self._deadline_passed:
+                return await self._fail(self._deadline_error(inp))
             if not (isinstance(exc, asyncio.CancelledError) or is_cancelled_exception(exc)):
                 if isinstance(exc, Exception):
                     return await self._fail(exc)
@@ -124,16 +129,51 @@ class TrainingWorkflow:
             await self._finish(
                 TrainingStatus.CANCELLED, "cancelled", error=self._cancel_reason or "cancelled"
             )
-            if self._cancel_reason is None:
-                raise  # Temporal's own cancel: the execution closes as Cancelled
+            if self._cancel_reason is None or deadline is not None:
+                raise  # the execution closes as Cancelled
             return self._outcome()
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+
+    async def _deadline(self, inp: TrainingWorkflowInput) -> None:
+        """job_timeout bounds the whole job: when it passes, the running stage is stopped and the job fails."""
+        await asyncio.sleep(self._seconds_left(inp))
+        if self._pipeline is not None and not self._pipeline.done():
+            self._deadline_passed = True
+            self._pipeline.cancel()
+
+    def _seconds_left(self, inp: TrainingWorkflowInput) -> float:
+        limit = parse_duration(inp.request.job_timeout).total_seconds()
+        return max(limit - (workflow.now() - self._started).total_seconds(), 0.001)
+
+    def _deadline_error(self, inp: TrainingWorkflowInput) -> ApplicationError:
+        return ApplicationError(
+            f"job_timeout: the job's deadline ({inp.request.job_timeout}) passed while {self._stage}; the "
+            "stage was stopped. Raise job_timeout, or give the search less time (optimization_timeout)",
+            type="DeadlineExceeded",
+            non_retryable=True,
+        )
 
     @workflow.signal(name=CANCEL_SIGNAL)
     def cancel(self, reason: str | None = None) -> None:
         """Stop the job: running activities are cancelled through their heartbeats."""
         self._cancel_reason = reason or "cancelled by request"
-        if self._pipeline is not None and not self._pipeline.done():
+        if self._pipeline is None or self._pipeline.done():
+            return
+        if workflow.patched(JOB_DEADLINE):
+            # Temporal's own cancel, asked for by the workflow itself: the execution closes as Cancelled.
+            asyncio.create_task(self._cancel_execution())
+        else:
             self._pipeline.cancel()
+
+    async def _cancel_execution(self) -> None:
+        try:
+            await io(contract.Jobs.cancel_execution, self._job_id, timeout=timedelta(seconds=30))
+        except Exception as exc:  # noqa: BLE001 - refused: stop the pipeline all the same
+            workflow.logger.warning("could not have the execution cancelled: %s", exc)
+            if self._pipeline is not None:
+                self._pipeline.cancel()
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> Progress:
@@ -147,6 +187,8 @@ class TrainingWorkflow:
             estimated_completion=self._eta(),
             model_id=self._model_id,
             error=self._error,
+            run_id=workflow.info().run_id,
+            at=workflow.now(),
         )
 
     # -- the stages ----------------------------------------------------------------------------
@@ -255,6 +297,7 @@ class TrainingWorkflow:
                 finished_at=workflow.now(),
                 hyperparameter_trials=self._trials,
                 comparison=comparison,
+                run_id=workflow.info().run_id,
             ),
             timeout=timedelta(minutes=5),
         )

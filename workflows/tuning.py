@@ -20,7 +20,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityCancellationType
 
-from workflows.calls import TRIAL_RETRY, io, trials_queue
+from workflows.calls import TRIAL_RETRY, io, outage_budget, trials_queue
 
 with workflow.unsafe.imports_passed_through():
     from pmls.contracts import activities as contract
@@ -153,7 +153,7 @@ class TuningWorkflow:
                 ),
                 activity_id=batch,
                 task_queue=trials_queue(),
-                start_to_close_timeout=timedelta(hours=4),
+                start_to_close_timeout=timedelta(hours=4) + outage_budget(),
                 heartbeat_timeout=timedelta(seconds=20),
                 retry_policy=TRIAL_RETRY,
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,

@@ -13,6 +13,7 @@ The groups are split by queue: :data:`ON_TRIALS_QUEUE` run CPU work in the trial
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from temporalio import activity
@@ -48,6 +49,18 @@ from pmls.contracts.workflow import (
     SplitRef,
     TrainedModelRef,
 )
+
+
+class FailureKind(StrEnum):
+    """What an activity's failure means for the next attempt (the ``type`` of the ApplicationError it raises;
+    decided once, by ``activities.supervision``)."""
+
+    UNAVAILABLE = (
+        "Unavailable"  # a server or source could not be reached: retried until the outage budget ends
+    )
+    DETERMINISTIC = "Deterministic"  # the same attempt fails the same way: never retried
+    FAILED = "Failed"  # anything else, or a vanished attempt: retried a few times
+
 
 # -- the trials queue: CPU work, sync, in a thread pool ---------------------------------------------------
 
@@ -116,6 +129,11 @@ class Jobs:
 
     @activity.defn
     async def complete_job(self, inp: CompleteJobInput) -> ModelArtifact:
+        raise NotImplementedError
+
+    @activity.defn
+    async def cancel_execution(self, job_id: str) -> None:
+        """Ask Temporal to cancel the job's workflow (a workflow cannot cancel itself)."""
         raise NotImplementedError
 
 

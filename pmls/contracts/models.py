@@ -335,6 +335,9 @@ class TrainingJob(BaseModel):
     started_by: str | None = Field(
         None, description="the API token's name or the JWT's subject that started it"
     )
+    run_id: str | None = Field(
+        None, description="the Temporal run the job follows (a `temporal workflow reset` starts a new one)"
+    )
 
 
 class PerformanceMetrics(BaseModel):

@@ -29,7 +29,10 @@ WIDEN_SIGNAL = "widen"  # parent -> TuningWorkflow: run more trials at once
 MEMO_TRIALS_QUEUE = "trials_task_queue"
 MEMO_TRIAL_SLOTS = "trial_slots"
 MEMO_TRIALS_PER_RUN = "trials_per_run"  # tests shorten a tuning run before it continues as new
-CHILD_MEMO_KEYS = (MEMO_TRIALS_QUEUE, MEMO_TRIAL_SLOTS)
+MEMO_OUTAGE_BUDGET = (
+    "outage_budget_seconds"  # how long calls retry an unreachable server (PMLS_OUTAGE_BUDGET_SECONDS)
+)
+CHILD_MEMO_KEYS = (MEMO_TRIALS_QUEUE, MEMO_TRIAL_SLOTS, MEMO_OUTAGE_BUDGET)
 
 # -- search attributes (registered on the namespace by `pmls migrate` and the embedded stack) ----------------
 STATUS_KEY = SearchAttributeKey.for_keyword("TrainingStatus")

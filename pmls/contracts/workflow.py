@@ -192,6 +192,7 @@ class CompleteJobInput(BaseModel):
     finished_at: datetime
     hyperparameter_trials: int = 0
     comparison: ChampionComparison | None = None
+    run_id: str | None = None  # the run that completes the job (see Progress)
 
 
 class Progress(BaseModel):
@@ -206,6 +207,8 @@ class Progress(BaseModel):
     estimated_completion: datetime | None = None
     model_id: str | None = None
     error: str | None = None
+    run_id: str | None = None  # the workflow run that reports it, and when (workflow time): a reset's new run
+    at: datetime | None = None  # takes the job row over, the old run's late writes are ignored
 
 
 class TrainingOutcome(BaseModel):

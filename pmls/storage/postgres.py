@@ -49,6 +49,7 @@ def job_from_row(row: asyncpg.Record) -> TrainingJob:
         model_id=row["model_id"],
         error=row["error"],
         started_by=row["started_by"],
+        run_id=row["run_id"],
     )
 
 
@@ -78,6 +79,28 @@ class JobStore:
             return job_from_row(row), True
         existing = await self.pool.fetchrow("SELECT * FROM training_jobs WHERE job_id = $1", job_id)
         return job_from_row(existing), False
+
+    async def requeue_unstarted(
+        self, *, job_id: str, request: TrainingRequest, request_hash: str, started_by: str | None = None
+    ) -> tuple[TrainingJob, bool]:
+        """A job whose workflow never started (FAILED at stage ``starting``) becomes QUEUED again with this
+        request; ``(job, True)`` when it did, else the row as it is and False."""
+        row = await self.pool.fetchrow(
+            """UPDATE training_jobs SET status = 'QUEUED', current_stage = 'queued', progress_percentage = 0,
+                   model_type = $2, training_mode = $3, training_config = $4, request_hash = $5,
+                   started_by = $6, error = NULL, completed_at = NULL, started_at = now(), updated_at = now()
+               WHERE job_id = $1 AND status = 'FAILED' AND current_stage = 'starting' AND run_id IS NULL
+               RETURNING *""",
+            job_id,
+            request.model_type.value,
+            request.training_mode.value,
+            request.model_dump(mode="json"),
+            request_hash,
+            started_by,
+        )
+        if row is not None:
+            return job_from_row(row), True
+        return await self.get(job_id), False
 
     async def active_count(self, started_by: str) -> int:
         return await self.pool.fetchval(
@@ -114,14 +137,29 @@ class JobStore:
         error: str | None = None,
         model_id: str | None = None,
         estimated_completion: datetime | None = None,
+        run_id: str | None = None,
+        run_at: datetime | None = None,
+        conn: asyncpg.Connection | None = None,
     ) -> TrainingJob | None:
-        """Move a job forward. A terminal status is final: later updates (a retried activity) are ignored."""
-        row = await self.pool.fetchrow(
+        """Move a job forward. A terminal status is final: later updates (a retried activity) are ignored.
+        ``conn``: inside that connection's transaction (the completion writes the job with its artifact)."""
+        # The run that owns the row writes it until the job is finished; another run of the same workflow id
+        # (a reset) takes it over, finished or not, when its update is newer than the row's last one.
+        row = await (conn or self.pool).fetchrow(
             """UPDATE training_jobs SET status = $2::text, current_stage = $3, progress_percentage = $4,
-                   training_metrics = COALESCE($5, training_metrics), error = COALESCE($6, error),
+                   training_metrics = COALESCE($5, training_metrics),
+                   error = CASE WHEN run_id IS DISTINCT FROM $9 AND run_id IS NOT NULL THEN $6
+                                ELSE COALESCE($6, error) END,
                    model_id = COALESCE($7, model_id), estimated_completion = $8, updated_at = now(),
+                   run_id = COALESCE($9, run_id), run_updated_at = COALESCE($10, run_updated_at),
                    completed_at = CASE WHEN $2::text IN ('COMPLETED','FAILED','CANCELLED') THEN now() ELSE NULL END
-               WHERE job_id = $1::text AND status NOT IN ('COMPLETED','FAILED','CANCELLED')
+               WHERE job_id = $1::text AND (
+                   (status NOT IN ('COMPLETED','FAILED','CANCELLED')
+                    AND ($9::text IS NULL OR run_id IS NULL OR run_id = $9::text))
+                   OR ($9::text IS NOT NULL AND run_id IS NOT NULL AND run_id <> $9::text
+                       AND $10::timestamptz > COALESCE(run_updated_at, '-infinity'::timestamptz))
+                   -- recorded as never started, but the start did reach Temporal: the run owns the row
+                   OR ($9::text IS NOT NULL AND run_id IS NULL AND current_stage = 'starting'))
                RETURNING *""",
             job_id,
             status.value,
@@ -131,6 +169,8 @@ class JobStore:
             error,
             model_id,
             estimated_completion,
+            run_id,
+            run_at,
         )
         return job_from_row(row) if row else await self.get(job_id)
 

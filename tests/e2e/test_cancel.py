@@ -70,6 +70,20 @@ def _no_pending_activities(settings, job_id: str) -> bool:
     return temporal(settings, settled)
 
 
+def _temporal_status(settings, job_id: str) -> str:
+    """The execution's status once it has closed (the job row is written a moment before)."""
+
+    async def status(client):
+        for _ in range(40):
+            name = (await client.get_workflow_handle(job_id).describe()).status.name
+            if name != "RUNNING":
+                return name
+            await asyncio.sleep(0.25)
+        return name
+
+    return temporal(settings, status)
+
+
 def test_cancel_through_the_api_stops_training(api, settings, slow_request):
     job_id = _start_and_reach_training(api, slow_request(unique("cancel_api")))
     started = time.monotonic()
@@ -79,17 +93,7 @@ def test_cancel_through_the_api_stops_training(api, settings, slow_request):
     assert job["status"] == "CANCELLED"
     assert time.monotonic() - started < 30
     assert _no_pending_activities(settings, job_id)  # the training activity really ended
-
-    async def status(client):
-        # The job row says CANCELLED once the workflow has recorded it; the execution closes right after.
-        for _ in range(40):
-            name = (await client.get_workflow_handle(job_id).describe()).status.name
-            if name != "RUNNING":
-                return name
-            await asyncio.sleep(0.25)
-        return name
-
-    assert temporal(settings, status) == "CANCELED"
+    assert _temporal_status(settings, job_id) == "CANCELED"
     again = api.post(f"/api/v1/training/{job_id}/cancel").json()
     assert again["cancelled"] is False and again["status"] == "CANCELLED"
 
@@ -105,6 +109,24 @@ def test_cancel_signal_stops_training(api, settings, slow_request):
     assert job["status"] == "CANCELLED"
     assert job["error"] == "no longer needed"
     assert _no_pending_activities(settings, job_id)
+    # The signal becomes Temporal's own cancel: the Temporal UI and CLI show the execution Cancelled too.
+    assert _temporal_status(settings, job_id) == "CANCELED"
+
+
+def test_job_timeout_bounds_every_stage(api, settings, slow_request):
+    """job_timeout is the whole job's deadline, not only the search's: a fit that would run for minutes is
+    stopped when it passes, and the job FAILS with a reason naming the stage and the deadline."""
+    body = slow_request(unique("deadline"))
+    body["job_timeout"] = "1m"
+    job_id = _start_and_reach_training(api, body)
+    started = time.monotonic()
+    job = wait_for(api, job_id, timeout=120)
+    assert job["status"] == "FAILED", job
+    assert "job_timeout" in job["error"] and "(1m)" in job["error"], job["error"]
+    assert job["current_stage"] in ("cross_validating", "training") and job["current_stage"] in job["error"]
+    assert time.monotonic() - started < 75  # the minute from the start, not the minutes the fit would take
+    assert _no_pending_activities(settings, job_id)  # the fit itself was stopped
+    assert _temporal_status(settings, job_id) == "FAILED"
 
 
 def test_temporal_cli_cancel_shows_as_cancelled(api, settings, slow_request):
