@@ -2,8 +2,8 @@
 
     python -m tests.workflows.record DATA.parquet
 
-It submits a plain job, a tuned job, an ENSEMBLE job, a job whose source is missing and a tuned job it cancels,
-then saves each workflow's history (the LightGBM tuning child's too) under tests/workflows/histories/.
+It submits a plain job, a tuned job, an ENSEMBLE job, a job whose source is missing, a tuned job it cancels
+through the API and one it cancels by signal, then saves each workflow's history (the LightGBM tuning child's too) under tests/workflows/histories/.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from pmls.auth import api_headers
+from pmls.contracts.temporal import CANCEL_SIGNAL
 from pmls.ml.demo_data import DEMO_PERIODS
 from pmls.settings import Settings
 from pmls.temporal import connect_temporal
@@ -39,7 +40,7 @@ def request(job_id: str, data: str, model_type: str = "LIGHTGBM", **hp) -> dict:
     }
 
 
-def run(api: httpx.Client, body: dict, cancel_after: float | None = None) -> None:
+def run(api: httpx.Client, body: dict, cancel_after: float | None = None, by_signal: bool = False) -> None:
     job_id = body["training_id"]
     api.post("/api/v1/training/start", json=body).raise_for_status()
     started = time.monotonic()
@@ -48,9 +49,17 @@ def run(api: httpx.Client, body: dict, cancel_after: float | None = None) -> Non
         if job["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
             return
         if cancel_after is not None and time.monotonic() - started > cancel_after:
-            api.post(f"/api/v1/training/{job_id}/cancel")
+            if by_signal:
+                asyncio.run(signal_cancel(job_id))
+            else:
+                api.post(f"/api/v1/training/{job_id}/cancel")
             cancel_after = None
         time.sleep(0.5)
+
+
+async def signal_cancel(workflow_id: str) -> None:
+    client = await connect_temporal(Settings())
+    await client.get_workflow_handle(workflow_id).signal(CANCEL_SIGNAL, "recorded cancel by signal")
 
 
 async def save(workflow_id: str, name: str) -> None:
@@ -86,11 +95,12 @@ def main(data: str) -> None:
             request(f"rec_cancel_{stamp}", data, optimization_method="tpe", optimization_trials=1000),
             20.0,
         ),
+        "cancelled-by-signal": (request(f"rec_signal_{stamp}", data, optimization_method="tpe"), 15.0),
     }
     settings = Settings()
     with httpx.Client(base_url=settings.api.base_url, timeout=60, headers=api_headers(settings)) as api:
         for name, (body, cancel_after) in jobs.items():
-            run(api, body, cancel_after)
+            run(api, body, cancel_after, by_signal="signal" in name)
             asyncio.run(save(body["training_id"], name))
             if "tuned" in name or "tuning" in name or "ensemble" in name:
                 asyncio.run(save(f"{body['training_id']}/lightgbm", f"{name}-child"))
