@@ -39,7 +39,7 @@ def test_status_is_answered_while_redis_is_down(api, stack, demo_request):
         if job_id in ids:
             break
         time.sleep(0.5)
-    assert job_id in ids
+    assert ids.count(job_id) == 1  # once: the relay marks what it published
 
 
 def test_a_killed_worker_is_restarted_and_jobs_still_complete(api, stack, demo_request):
