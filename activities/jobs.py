@@ -22,11 +22,13 @@ from pmls.contracts import (
 )
 from pmls.contracts import activities as contract
 from pmls.contracts.ids import completed_event_id
-from pmls.contracts.workflow import CompleteJobInput, Progress, RegisteredModel, RegisterModelInput
+from pmls.contracts.workflow import CompleteJobInput, Progress, RegisteredModel, RegisterModelInput, TurnInput
 from pmls.storage.cache import Cache
 from pmls.storage.events import relay_outbox
 from pmls.storage.postgres import ExperimentStore, JobStore, Outbox, add_event, upsert_artifact
 from pmls.storage.registry import ModelRegistry
+
+TURN_POLL_SECONDS = 2.0
 
 
 class JobActivities(contract.Jobs):
@@ -59,6 +61,17 @@ class JobActivities(contract.Jobs):
             await self.cache.set_job(job)
         if update.status is not TrainingStatus.QUEUED:
             await self.cache.dequeue(update.job_id)
+
+    @activity.defn
+    async def wait_for_turn(self, inp: TurnInput) -> None:
+        """Hold a QUEUED job until PMLS_MAX_RUNNING_JOBS lets it run (its turn comes oldest first); the
+        supervisor heartbeats meanwhile, so a cancel reaches it."""
+        while True:
+            admitted = await self.jobs.admit(inp.job_id, inp.limit)
+            if admitted is not False:
+                break
+            await asyncio.sleep(TURN_POLL_SECONDS)
+        await self.cache.dequeue(inp.job_id)
 
     @activity.defn
     async def cancel_execution(self, job_id: str) -> None:

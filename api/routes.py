@@ -13,6 +13,7 @@ from pmls.contracts import (
     DeploymentConfig,
     DeploymentResult,
     ModelArtifact,
+    QueuedJob,
     TrainingJob,
     TrainingRequest,
     TrainingStatus,
@@ -57,6 +58,13 @@ async def training_trials(
 ) -> list[HyperparameterExperiment]:
     """The job's hyperparameter trials: parameters, CV score, duration, state (COMPLETE, PRUNED, ...)."""
     return await service.trials(job_id)
+
+
+@training.get("/queue", response_model=list[QueuedJob])
+async def training_queue(service: ServiceDep, _caller: Reader) -> list[QueuedJob]:
+    """The jobs waiting to run, oldest first, with their positions (with PMLS_MAX_RUNNING_JOBS set, a job
+    waits QUEUED until fewer jobs run; Redis's `training_queue` holds the same requests in the same order)."""
+    return await service.queue()
 
 
 @training.get("/jobs/active", response_model=list[TrainingJob])

@@ -25,6 +25,7 @@ from pmls.contracts import (
     DeploymentResult,
     ModelArtifact,
     ModelType,
+    QueuedJob,
     TrainingJob,
     TrainingRequest,
     TrainingStatus,
@@ -41,6 +42,7 @@ from pmls.contracts.experiments import HyperparameterExperiment
 from pmls.contracts.ids import new_job_id, request_hash
 from pmls.contracts.params import unknown_parameters
 from pmls.contracts.temporal import (
+    MEMO_MAX_RUNNING,
     MEMO_OUTAGE_BUDGET,
     MEMO_TRIAL_SLOTS,
     MEMO_TRIALS_QUEUE,
@@ -147,10 +149,11 @@ class JobService:
             raise ConflictError(
                 f"training_id {job_id!r} already exists with a different request", field="training_id"
             )
-        await self._start_workflow(job_id, request)
         if created:
+            # Before the start: the workflow's first status update removes the entry, never the other way round.
             await self.cache.enqueue(job_id, request)
             await self.cache.set_job(job)
+        await self._start_workflow(job_id, request)
         return job, created
 
     async def _start_workflow(self, job_id: str, request: TrainingRequest) -> None:
@@ -193,6 +196,8 @@ class JobService:
 
     async def _start_once(self, job_id: str, request: TrainingRequest, attrs, cfg) -> None:
         t = self.settings.temporal
+        running = self.settings.worker.max_running_jobs
+        limit = {MEMO_MAX_RUNNING: running} if running else {}
         try:
             await self.temporal.start_workflow(
                 TrainingWorkflow.run,
@@ -207,7 +212,8 @@ class JobService:
                     MEMO_TRIALS_QUEUE: t.trials_task_queue,
                     MEMO_TRIAL_SLOTS: self.settings.worker.trial_slots,
                     MEMO_OUTAGE_BUDGET: self.settings.worker.outage_budget_seconds,
-                },
+                }
+                | limit,
                 static_summary=f"{request.model_type.value} {request.training_mode.value} -> {request.lineage}",
                 static_details=f"target `{cfg.target}` from `{cfg.source}`",
             )
@@ -294,6 +300,20 @@ class JobService:
             # A running job's trial slots write rows (and drop this key) as they go; a closed job's rows stay.
             await self.cache.set_experiments(job_id, trials)
         return trials
+
+    async def queue(self) -> list[QueuedJob]:
+        """The QUEUED jobs in the order they get their turn (PostgreSQL: the truth)."""
+        return [
+            QueuedJob(
+                position=i,
+                job_id=job.job_id,
+                model_type=job.training_request.model_type,
+                model_name=job.training_request.lineage,
+                queued_at=job.created_at,
+                started_by=job.started_by,
+            )
+            for i, job in enumerate(await self.jobs.queued(), start=1)
+        ]
 
     async def active(self) -> list[TrainingJob]:
         return await self.jobs.list(statuses=[TrainingStatus.QUEUED, TrainingStatus.RUNNING])

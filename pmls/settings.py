@@ -168,6 +168,12 @@ class WorkerSettings(BaseSettings):
         description="how long a job waits out a server or data source it cannot reach (PostgreSQL, Redis, MLflow, "
         "a database source) before it fails; each stage's attempts retry with backoff until then",
     )
+    max_running_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="jobs that may run at once across the deployment; the rest wait QUEUED, oldest first "
+        "(default: no limit)",
+    )
     reconcile_interval_seconds: float = Field(
         5.0,
         gt=0,

@@ -73,3 +73,40 @@ async def reconcile_closed_jobs(client: Client, jobs, cache=None) -> list[str]:
             if cache is not None:
                 await cache.set_job(job)
     return updated
+
+
+async def sync_queue(jobs, cache) -> int:
+    """Rebuild Redis's ``training_queue`` from PostgreSQL's QUEUED rows (oldest first); returns its length."""
+    queued = await jobs.queued()
+    await cache.replace_queue([j.training_request for j in queued])
+    return len(queued)
+
+
+async def reconcile_unstarted(
+    client: Client, jobs, cache=None, *, older_than_seconds: float = 60.0
+) -> list[str]:
+    """QUEUED rows without a workflow (the API stopped between recording the job and starting it) become FAILED
+    at stage ``starting``, which frees the id for the request to be sent again: never a ghost."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    failed = []
+    for job in await jobs.unstarted(older_than_seconds):
+        try:
+            await client.get_workflow_handle(job.job_id).describe()
+            continue  # it has a workflow: waiting for its turn, or about to write its first status
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+        updated = await jobs.update(
+            job_id=job.job_id,
+            status=TrainingStatus.FAILED,
+            stage="starting",
+            progress=0.0,
+            error="the job's workflow was never started (the API stopped first); send the request again",
+        )
+        if updated is not None and updated.status is TrainingStatus.FAILED:
+            failed.append(job.job_id)
+            log.info("job %s: never started", job.job_id)
+            if cache is not None:
+                await cache.set_job(updated)
+    return failed

@@ -41,13 +41,18 @@ async def _relay_forever(outbox, cache, interval: float) -> None:
 
 
 async def _reconcile_forever(client: Client, jobs, cache, interval: float) -> None:
-    from pmls.temporal import reconcile_closed_jobs
+    from pmls.temporal import reconcile_closed_jobs, reconcile_unstarted, sync_queue
 
     while True:
+        for step in (reconcile_closed_jobs, reconcile_unstarted):
+            try:
+                await step(client, jobs, cache)
+            except Exception as exc:  # noqa: BLE001 - like the relay, it must outlive a Temporal or database blip
+                log.warning("job reconciler (%s): %s", step.__name__, exc)
         try:
-            await reconcile_closed_jobs(client, jobs, cache)
-        except Exception as exc:  # noqa: BLE001 - like the relay, it must outlive a Temporal or database blip
-            log.warning("job reconciler: %s", exc)
+            await sync_queue(jobs, cache)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("training queue: %s", exc)
         await asyncio.sleep(interval)
 
 

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from pmls.contracts.params import ensemble_families, fixed_parameters
     from pmls.contracts.temporal import (
         CANCEL_SIGNAL,
+        MEMO_MAX_RUNNING,
         MEMO_TRIAL_SLOTS,
         MEMO_TRIALS_PER_RUN,
         PROGRESS_QUERY,
@@ -62,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         SplitDatasetInput,
         TrainingOutcome,
         TrainingWorkflowInput,
+        TurnInput,
     )
 
 # An ENSEMBLE search stops its trailing families at these shares of the tuning window (once every family still
@@ -99,6 +101,8 @@ class TrainingWorkflow:
         self._pipeline: asyncio.Task | None = None
         self._cancel_reason: str | None = None
         self._deadline_passed = False
+        self._turn_limit: int | None = None
+        self._admitted = True
         self._trials = 0
         self._tuning: TuningProgress | None = None
         self._tuning_by_family: dict[str, TuningProgress] = {}
@@ -114,6 +118,9 @@ class TrainingWorkflow:
     async def run(self, inp: TrainingWorkflowInput) -> TrainingOutcome:
         self._job_id = inp.job_id
         self._started = workflow.now()
+        limit = workflow.memo_value(MEMO_MAX_RUNNING, default=None)
+        self._turn_limit = int(limit) if limit else None  # fixed per execution: replay takes the same path
+        self._admitted = self._turn_limit is None
         self._pipeline = asyncio.create_task(self._run_pipeline(inp))
         deadline = asyncio.create_task(self._deadline(inp)) if workflow.patched(JOB_DEADLINE) else None
         try:
@@ -137,7 +144,10 @@ class TrainingWorkflow:
                 deadline.cancel()
 
     async def _deadline(self, inp: TrainingWorkflowInput) -> None:
-        """job_timeout bounds the whole job: when it passes, the running stage is stopped and the job fails."""
+        """job_timeout bounds the whole job from the moment it runs (not its wait in the queue): when it passes,
+        the running stage is stopped and the job fails."""
+        if not self._admitted:
+            await workflow.wait_condition(lambda: self._admitted)
         await asyncio.sleep(self._seconds_left(inp))
         if self._pipeline is not None and not self._pipeline.done():
             self._deadline_passed = True
@@ -195,6 +205,8 @@ class TrainingWorkflow:
     async def _run_pipeline(self, inp: TrainingWorkflowInput) -> TrainingOutcome:
         req, job_id = inp.request, inp.job_id
         cfg = req.dataset_config
+        if self._turn_limit is not None:
+            await self._wait_for_turn(job_id, self._turn_limit)
         await self._enter("validating", status=TrainingStatus.RUNNING)
         self._validate(inp)
         seed = req.random_seed if req.random_seed is not None else workflow.random().randint(0, 2**31 - 1)
@@ -307,6 +319,14 @@ class TrainingWorkflow:
         return TrainingOutcome(
             job_id=job_id, status=self._status, model_id=artifact.model_id, artifact=artifact
         )
+
+    async def _wait_for_turn(self, job_id: str, limit: int) -> None:
+        """PMLS_MAX_RUNNING_JOBS: stay QUEUED until fewer than ``limit`` jobs run and this one is next."""
+        workflow.set_current_details(f"QUEUED: waiting for one of {limit} running slots")
+        await io(
+            contract.Jobs.wait_for_turn, TurnInput(job_id=job_id, limit=limit), timeout=timedelta(days=7)
+        )
+        self._started, self._admitted = workflow.now(), True
 
     async def _candidates(self, inp: TrainingWorkflowInput, prepared: PreparedRef, seed: int) -> list:
         """(family, parameters, CV score) per family: tuned, or the fixed parameters cross-validated."""

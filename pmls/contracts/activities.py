@@ -48,6 +48,7 @@ from pmls.contracts.workflow import (
     SplitDatasetInput,
     SplitRef,
     TrainedModelRef,
+    TurnInput,
 )
 
 
@@ -129,6 +130,10 @@ class Jobs:
 
     @activity.defn
     async def complete_job(self, inp: CompleteJobInput) -> ModelArtifact:
+        raise NotImplementedError
+
+    @activity.defn
+    async def wait_for_turn(self, inp: TurnInput) -> None:
         raise NotImplementedError
 
     @activity.defn

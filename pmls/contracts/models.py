@@ -340,6 +340,17 @@ class TrainingJob(BaseModel):
     )
 
 
+class QueuedJob(BaseModel):
+    """A job waiting for its turn (``GET /api/v1/training/queue``), oldest first."""
+
+    position: int = Field(description="1 runs next")
+    job_id: str
+    model_type: ModelType
+    model_name: str
+    queued_at: datetime
+    started_by: str | None = None
+
+
 class PerformanceMetrics(BaseModel):
     primary_metric: str
     test: dict[str, float] = Field(default_factory=dict)

@@ -32,6 +32,7 @@ MEMO_TRIALS_PER_RUN = "trials_per_run"  # tests shorten a tuning run before it c
 MEMO_OUTAGE_BUDGET = (
     "outage_budget_seconds"  # how long calls retry an unreachable server (PMLS_OUTAGE_BUDGET_SECONDS)
 )
+MEMO_MAX_RUNNING = "max_running_jobs"  # PMLS_MAX_RUNNING_JOBS when set: the job waits its turn while QUEUED
 CHILD_MEMO_KEYS = (MEMO_TRIALS_QUEUE, MEMO_TRIAL_SLOTS, MEMO_OUTAGE_BUDGET)
 
 # -- search attributes (registered on the namespace by `pmls migrate` and the embedded stack) ----------------

@@ -195,6 +195,13 @@ class CompleteJobInput(BaseModel):
     run_id: str | None = None  # the run that completes the job (see Progress)
 
 
+class TurnInput(BaseModel):
+    """Wait until fewer than ``limit`` jobs run and this one is next in the queue, then mark it RUNNING."""
+
+    job_id: str
+    limit: int
+
+
 class Progress(BaseModel):
     """A job's live state: what the ``progress`` query answers and what ``record_job_status`` writes."""
 

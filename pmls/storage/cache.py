@@ -34,6 +34,7 @@ def experiments_key(job_id: str) -> str:
 
 
 QUEUE_KEY = "training_queue"
+QUEUE_TTL = 3600
 
 
 class Cache:
@@ -98,13 +99,15 @@ class Cache:
         return [HyperparameterExperiment.model_validate(item) for item in json.loads(raw)]
 
     async def enqueue(self, job_id: str, request: TrainingRequest) -> None:
-        """``training_queue``: the requests accepted and not yet running (TTL 1 h)."""
+        """``training_queue``: the QUEUED jobs' requests, oldest first (PostgreSQL's QUEUED rows are the truth;
+        the training worker rebuilds this list from them every few seconds, see ``replace_queue``)."""
         entry = request.model_copy(update={"training_id": job_id}).model_dump_json()
         await self._safe("enqueue", self._push(entry))
 
     async def _push(self, entry: str) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
-            await pipe.rpush(QUEUE_KEY, entry).expire(QUEUE_KEY, 3600).execute()
+            # The TTL (SPEC: 1 h) is set when the list appears, not renewed by every push.
+            await pipe.rpush(QUEUE_KEY, entry).expire(QUEUE_KEY, QUEUE_TTL, nx=True).execute()
 
     async def dequeue(self, job_id: str) -> None:
         await self._safe("dequeue", self._remove(job_id))
@@ -113,6 +116,23 @@ class Cache:
         for entry in await self.client.lrange(QUEUE_KEY, 0, -1):
             if TrainingRequest.model_validate_json(entry).training_id == job_id:
                 await self.client.lrem(QUEUE_KEY, 0, entry)
+
+    async def replace_queue(self, requests: list[TrainingRequest]) -> None:
+        """Rewrite ``training_queue`` in one transaction: heals whatever a Redis outage or a crash left."""
+        entries = [r.model_dump_json() for r in requests]
+
+        async def rewrite() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(QUEUE_KEY)
+                if entries:
+                    pipe.rpush(QUEUE_KEY, *entries).expire(QUEUE_KEY, QUEUE_TTL)
+                await pipe.execute()
+
+        await self._safe("replace queue", rewrite())
+
+    async def queue(self) -> list[TrainingRequest] | None:
+        raw = await self._safe("read queue", self.client.lrange(QUEUE_KEY, 0, -1))
+        return None if raw is None else [TrainingRequest.model_validate_json(e) for e in raw]
 
     async def publish_event(self, event_id: str, event_type: str, payload: str) -> bool:
         """XADD onto ``pmls:events``; raises on failure so the relay retries (at least once)."""

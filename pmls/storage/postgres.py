@@ -53,6 +53,9 @@ def job_from_row(row: asyncpg.Record) -> TrainingJob:
     )
 
 
+ADMISSION_LOCK = 0x706D6C73  # "pmls": the advisory lock that serialises admissions to RUNNING
+
+
 class JobStore:
     """``training_jobs``: one row per job, keyed by ``job_id`` (= the Temporal workflow id)."""
 
@@ -101,6 +104,48 @@ class JobStore:
         if row is not None:
             return job_from_row(row), True
         return await self.get(job_id), False
+
+    async def queued(self, limit: int = 10_000) -> list[TrainingJob]:
+        """QUEUED jobs, oldest first: the order in which they get their turn."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM training_jobs WHERE status = 'QUEUED' ORDER BY started_at, id LIMIT $1", limit
+        )
+        return [job_from_row(r) for r in rows]
+
+    async def admit(self, job_id: str, limit: int) -> bool | None:
+        """Move a QUEUED job to RUNNING if fewer than ``limit`` jobs run and it is among the next in line; one
+        admission at a time across the deployment (an advisory lock). True: admitted; False: not yet; None: the
+        job is no longer QUEUED (it runs already, or was cancelled)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_LOCK)
+            status = await conn.fetchval("SELECT status FROM training_jobs WHERE job_id = $1", job_id)
+            if status != TrainingStatus.QUEUED.value:
+                return None
+            running = await conn.fetchval("SELECT count(*) FROM training_jobs WHERE status = 'RUNNING'")
+            if running >= limit:
+                return False
+            ahead = await conn.fetch(
+                "SELECT job_id FROM training_jobs WHERE status = 'QUEUED' ORDER BY started_at, id LIMIT $1",
+                limit - running,
+            )
+            if job_id not in {r["job_id"] for r in ahead}:
+                return False
+            await conn.execute(
+                """UPDATE training_jobs SET status = 'RUNNING', current_stage = 'validating', updated_at = now()
+                   WHERE job_id = $1""",
+                job_id,
+            )
+            return True
+
+    async def unstarted(self, older_than_seconds: float) -> list[TrainingJob]:
+        """QUEUED rows no workflow has written to for a while (candidates for ghosts: the API stopped between
+        the insert and the start)."""
+        rows = await self.pool.fetch(
+            """SELECT * FROM training_jobs WHERE status = 'QUEUED' AND run_id IS NULL
+               AND updated_at < now() - make_interval(secs => $1) ORDER BY started_at LIMIT 1000""",
+            float(older_than_seconds),
+        )
+        return [job_from_row(r) for r in rows]
 
     async def active_count(self, started_by: str) -> int:
         return await self.pool.fetchval(
