@@ -19,6 +19,7 @@ import errno
 import functools
 import inspect
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -154,11 +155,12 @@ def _message(exc: BaseException) -> str:
 class Supervisor(Interceptor):
     """Install on a worker: ``Worker(..., interceptors=[Supervisor(outage_budget_seconds)])``."""
 
-    def __init__(self, outage_budget_seconds: float) -> None:
+    def __init__(self, outage_budget_seconds: float, fault_rate: float = 0.0) -> None:
         self.budget = outage_budget_seconds
+        self.fault_rate = fault_rate  # PMLS_FAULT_INJECTION_RATE: attempts failed on purpose (tests only)
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _Supervised(next, self.budget)
+        return _Supervised(next, self.budget, self.fault_rate)
 
 
 class _Beats(ActivityOutboundInterceptor):
@@ -178,9 +180,10 @@ class OutageTooLong(Exception):
 
 
 class _Supervised(ActivityInboundInterceptor):
-    def __init__(self, next: ActivityInboundInterceptor, budget: float) -> None:
+    def __init__(self, next: ActivityInboundInterceptor, budget: float, fault_rate: float = 0.0) -> None:
         super().__init__(next)
         self.budget = budget
+        self.fault_rate = fault_rate
 
     def init(self, outbound: ActivityOutboundInterceptor) -> None:
         self.beats = _Beats(outbound)
@@ -188,6 +191,15 @@ class _Supervised(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
+        if self.fault_rate and random.random() < self.fault_rate:  # noqa: S311 - chaos, not cryptography
+            log.warning(
+                "%s attempt %d: failed on purpose (PMLS_FAULT_INJECTION_RATE)",
+                info.activity_type,
+                info.attempt,
+            )
+            raise ApplicationError(
+                f"injected fault (PMLS_FAULT_INJECTION_RATE={self.fault_rate})", type=FailureKind.FAILED.value
+            )
         keeper = None
         if info.heartbeat_timeout:
             every = min(info.heartbeat_timeout.total_seconds() / 4, MAX_BEAT_INTERVAL)

@@ -168,6 +168,13 @@ class WorkerSettings(BaseSettings):
         description="how long a job waits out a server or data source it cannot reach (PostgreSQL, Redis, MLflow, "
         "a database source) before it fails; each stage's attempts retry with backoff until then",
     )
+    fault_injection_rate: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="for fault-injection tests and bench/faults only: the share of activity attempts this "
+        "worker fails on purpose, at random, before they start (default 0: never)",
+    )
     max_running_jobs: int | None = Field(
         None,
         ge=1,

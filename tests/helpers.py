@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -62,3 +65,43 @@ def mlflow_runs(settings: Settings, job_id: str) -> tuple[object, list]:
         [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
     return parent, nested
+
+
+@contextlib.contextmanager
+def extra_process(stack, argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """Another pmls process on the test stack (``pmls.cli`` arguments), configured by ``env``; stopped after."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pmls.cli", *argv],
+        env=stack.child_env() | env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def extra_api(stack, headers, env: dict[str, str]) -> Iterator[httpx.Client]:
+    """A second API process with its own settings (``env``), ready to answer."""
+    from pmls.stack import free_port
+
+    port = free_port()
+    with extra_process(stack, ["api"], env | {"PMLS_API_PORT": str(port)}):
+        base = f"http://{stack.settings.api.api_host}:{port}"
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the second API did not start"
+                time.sleep(0.3)
+            yield client

@@ -81,7 +81,9 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
         task_queue=settings.temporal.task_queue,
         workflows=[TrainingWorkflow, TuningWorkflow],
         activities=activities_of(ON_TRAINING_QUEUE, jobs, studies),
-        interceptors=[Supervisor(settings.worker.outage_budget_seconds)],
+        interceptors=[
+            Supervisor(settings.worker.outage_budget_seconds, settings.worker.fault_injection_rate)
+        ],
     )
     try:
         await _run_until(worker, stop)
@@ -141,7 +143,9 @@ async def run_trials_worker(
             ),
             activity_executor=executor,
             max_concurrent_activities=slots,
-            interceptors=[Supervisor(settings.worker.outage_budget_seconds)],
+            interceptors=[
+                Supervisor(settings.worker.outage_budget_seconds, settings.worker.fault_injection_rate)
+            ],
             # Heartbeats carry cancellation back: send them often enough that a cancel lands in ~1 s.
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),

@@ -16,7 +16,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.helpers import temporal, unique, wait_for
+from tests.helpers import extra_api, extra_process, temporal, unique, wait_for
 
 pytestmark = pytest.mark.slow
 TRIALS = 12
@@ -32,9 +32,11 @@ def _pending(settings, workflow_id: str) -> tuple[str, list]:
     return temporal(settings, describe)
 
 
-def _started_attempts(settings, workflow_id: str, activity_type: str) -> dict[tuple[str, str], list[int]]:
-    """(run id, activity id) -> the attempts Temporal started, over every run of the workflow (a tuning child
-    continues as new)."""
+def _started_attempts(
+    settings, workflow_id: str, activity_type: str | None
+) -> dict[tuple[str, str], list[int]]:
+    """(run id, activity id) -> the attempts Temporal started (of ``activity_type``, or of every activity), over
+    every run of the workflow (a tuning child continues as new)."""
 
     async def collect(client):
         out: dict[tuple[str, str], list[int]] = {}
@@ -44,7 +46,7 @@ def _started_attempts(settings, workflow_id: str, activity_type: str) -> dict[tu
             async for event in handle.fetch_history_events():
                 scheduled = event.activity_task_scheduled_event_attributes
                 if event.HasField("activity_task_scheduled_event_attributes"):
-                    if scheduled.activity_type.name == activity_type:
+                    if activity_type is None or scheduled.activity_type.name == activity_type:
                         ids[event.event_id] = scheduled.activity_id
                 elif event.HasField("activity_task_started_event_attributes"):
                     started = event.activity_task_started_event_attributes
@@ -227,3 +229,113 @@ def test_concurrent_starts_with_duplicates_make_one_job_per_training_id(api, set
         api.post(f"/api/v1/training/{job_id}/cancel")
     print(f"\ninjected: 50 concurrent starts of 10 training_ids; answers {dict(codes)}")
     print(f"observed: {len(ids)} job rows and one workflow execution per id")
+
+
+CHAOS_JOBS = 20
+CHAOS_RATE = 0.1
+
+
+def test_with_a_tenth_of_activity_attempts_failing_at_random_jobs_still_complete(
+    api, stack, settings, tmp_path
+):
+    """A trials worker of its own (queue pmls-trials-chaos) fails 10 % of the attempts it is given, at random;
+    a second API sends its jobs there. At least 95 % of 20 tuned jobs complete (the seed's success target)."""
+    from pmls.ml.demo_data import DEMO_PERIODS, generate_demo_dataset
+
+    data = generate_demo_dataset(tmp_path / "small.parquet", days=540, rows_per_day=3)
+    queue = "pmls-trials-chaos"
+    chaos = {"PMLS_TRIALS_TASK_QUEUE": queue}
+    worker_env = chaos | {"PMLS_FAULT_INJECTION_RATE": str(CHAOS_RATE), "PMLS_TRIAL_SLOTS": "2"}
+    with (
+        extra_process(stack, ["worker", "--queue", queue], worker_env),
+        extra_api(stack, api.headers, chaos) as chaos_api,
+    ):
+        ids = [unique(f"chaos{i}") for i in range(CHAOS_JOBS)]
+        for job_id in ids:
+            body = {
+                "training_id": job_id,
+                "model_type": "LIGHTGBM",
+                "model_name": "churn_chaos",
+                "dataset_config": {
+                    "source": str(data),
+                    "target": "churned",
+                    "timestamp_column": "event_time",
+                    "entity_column": "customer_id",
+                    **DEMO_PERIODS,
+                },
+                "hyperparameter_config": {"optimization_method": "tpe", "optimization_trials": 4},
+            }
+            assert chaos_api.post("/api/v1/training/start", json=body).status_code == 202
+        jobs = [wait_for(chaos_api, job_id, timeout=600) for job_id in ids]
+    completed = sum(j["status"] == "COMPLETED" for j in jobs)
+    retried = 0
+    for job_id in ids:
+        for workflow_id in (job_id, f"{job_id}/lightgbm"):
+            retried += sum(max(v) > 1 for v in _started_attempts(settings, workflow_id, None).values())
+    print(f"\ninjected: {CHAOS_RATE:.0%} of activity attempts on {queue} failed on purpose")
+    print(
+        f"observed: {completed}/{CHAOS_JOBS} jobs COMPLETED; {retried} activities needed more than one attempt"
+    )
+    assert completed >= 0.95 * CHAOS_JOBS, [(j["job_id"], j["status"], j.get("error")) for j in jobs]
+    assert retried >= 3  # the faults did hit the jobs (~6 activities a job on that queue: ~13 expected)
+
+
+def test_the_api_is_killed_while_starts_are_in_flight(api, stack, settings, demo_request):
+    """30 starts of 10 training_ids in flight when the API is SIGKILLed; each client retries until answered.
+    One job row and one workflow per id, and some requests really were cut off."""
+    ids = [unique(f"apikill{i}") for i in range(10)]
+    bodies = [demo_request(job_id) for _ in range(3) for job_id in ids]
+    answered = threading.Event()
+    cut: Counter = Counter()
+    codes: Counter = Counter()
+    lock = threading.Lock()
+
+    def post(body: dict) -> None:
+        deadline = time.monotonic() + 120
+        with httpx.Client(base_url=str(api.base_url), headers=api.headers, timeout=60) as client:
+            while time.monotonic() < deadline:
+                try:
+                    resp = client.post("/api/v1/training/start", json=body)
+                except httpx.TransportError:
+                    with lock:
+                        cut["transport"] += 1
+                    time.sleep(0.5)
+                    continue
+                if resp.status_code >= 500:
+                    with lock:
+                        cut[resp.status_code] += 1
+                    time.sleep(0.5)
+                    continue
+                answered.set()
+                with lock:
+                    codes[resp.status_code] += 1
+                return
+
+    threads = [threading.Thread(target=post, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    assert answered.wait(60)
+    part = stack.part("api")
+    os.kill(part.proc.pid, signal.SIGKILL)  # the stack's supervisor starts it again
+    for t in threads:
+        t.join()
+    assert sum(codes.values()) == len(bodies) and set(codes) <= {200, 202}, codes
+    assert sum(cut.values()) >= 1, "the kill hit no request in flight"
+
+    async def runs(client):
+        out = Counter()
+        for job_id in ids:
+            async for execution in client.list_workflows(f"WorkflowId = '{job_id}'"):
+                out[execution.id] += 1
+        return out
+
+    executions = temporal(settings, runs)
+    assert executions == Counter(dict.fromkeys(ids, 1)), executions
+    jobs = [wait_for(api, job_id, timeout=300) for job_id in ids]
+    assert [j["status"] for j in jobs] == ["COMPLETED"] * len(ids), [
+        (j["job_id"], j.get("error")) for j in jobs
+    ]
+    print(
+        f"\ninjected: SIGKILL of the API with {len(bodies)} starts of {len(ids)} ids in flight; cut off {dict(cut)}"
+    )
+    print(f"observed: answers {dict(codes)}; one workflow per id, all {len(ids)} COMPLETED")

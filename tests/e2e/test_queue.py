@@ -4,49 +4,21 @@ waiting ones in that order, and the Redis list heals itself after it is lost."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
-import httpx
 import pytest
 import redis
 
 from pmls.contracts import TrainingRequest
-from pmls.stack import free_port
-from tests.helpers import unique, wait_for
+from tests.helpers import extra_api, unique, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def limited_api(stack, api):
-    port = free_port()
-    env = stack.child_env() | {"PMLS_API_PORT": str(port), "PMLS_MAX_RUNNING_JOBS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pmls.cli", "api"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = httpx.Client(
-        base_url=f"http://{stack.settings.api.api_host}:{port}", headers=api.headers, timeout=60
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the second API did not start"
-            time.sleep(0.3)
+    with extra_api(stack, api.headers, {"PMLS_MAX_RUNNING_JOBS": "1"}) as client:
         yield client
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _redis_queue(stack) -> list[str]:
