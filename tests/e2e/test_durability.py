@@ -1,6 +1,6 @@
-"""A search survives a Temporal restart and a PostgreSQL restart: the job completes with exactly the requested
-number of finished trials, no duplicate trial numbers, no result lost. (Killed workers and longer outages:
-test_faults.py.)"""
+"""A search survives a Temporal restart: the job completes with exactly the requested number of finished trials, no
+duplicate trial numbers, no result lost. (Killed workers, PostgreSQL, MLflow and Redis outages: test_faults.py,
+test_resilience.py.)"""
 
 from __future__ import annotations
 
@@ -51,14 +51,4 @@ def test_search_survives_a_temporal_restart(api, stack, demo_request):
     stack.pause("temporal")
     time.sleep(2)
     stack.resume("temporal")
-    _assert_exact_trials(api, job_id)
-
-
-def test_search_survives_a_postgres_restart(api, stack, demo_request):
-    if not stack.settings.database.embedded:
-        pytest.skip("PostgreSQL is external (PMLS_DATABASE_URL)")
-    job_id = _start_search(api, demo_request, "restart_postgres")
-    stack.pause("postgres")
-    time.sleep(2)
-    stack.resume("postgres")
     _assert_exact_trials(api, job_id)

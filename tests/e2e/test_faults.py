@@ -339,3 +339,30 @@ def test_the_api_is_killed_while_starts_are_in_flight(api, stack, settings, demo
         f"\ninjected: SIGKILL of the API with {len(bodies)} starts of {len(ids)} ids in flight; cut off {dict(cut)}"
     )
     print(f"observed: answers {dict(codes)}; one workflow per id, all {len(ids)} COMPLETED")
+
+
+def test_mlflow_down_after_training(api, stack, settings, demo_request):
+    """MLflow stopped once the model is trained (the champion comparison and registration need it) for a
+    minute, longer than the old fixed retries of a registration: the job waits, then completes."""
+    if not stack.settings.mlflow.embedded:
+        pytest.skip("MLflow is external (PMLS_MLFLOW_TRACKING_URI)")
+    job_id = unique("mlflow_outage")
+    assert api.post("/api/v1/training/start", json=demo_request(job_id)).status_code == 202
+    wait_for(
+        api,
+        job_id,
+        until=lambda j: j["current_stage"] in ("training", "comparing") or j["status"] != "RUNNING",
+    )
+    stack.pause("mlflow")
+    try:
+        time.sleep(60)
+        waiting = api.get(f"/api/v1/training/{job_id}/status").json()
+        # The fault hit work in progress: without MLflow the job cannot have registered its model.
+        assert waiting["status"] == "RUNNING", waiting
+        assert waiting["current_stage"] in ("training", "comparing", "registering"), waiting
+    finally:
+        stack.resume("mlflow")
+    job = wait_for(api, job_id, timeout=400)
+    assert job["status"] == "COMPLETED", job.get("error")
+    print("\ninjected: MLflow stopped for 60 s after training")
+    print(f"observed: waited in {waiting['current_stage']!r}, then COMPLETED with model {job['model_id']}")
