@@ -94,7 +94,12 @@ def run_phase(stack, api: httpx.Client, phase: Phase, args, data: Path, faults: 
     if killer:
         killer.start()
     pending = set(ids)
+    reported = time.monotonic()
     while pending:
+        if time.monotonic() - reported > 30:
+            reported = time.monotonic()
+            states = Counter(j.get("status") for j in phase.jobs.values())
+            log(f"{phase.name}: {dict(states)}")
         for job_id in list(pending):
             try:
                 job = api.get(f"/api/v1/training/{job_id}/status").json()
@@ -124,12 +129,15 @@ def inject(stack, phase: Phase, args, stop: threading.Event) -> None:
             victim = random.choice(workers)
             os.kill(victim.proc.pid, signal.SIGKILL)
             phase.injected[f"SIGKILL {victim.name}"] += 1
-        if not outage_done and time.monotonic() - started > args.expected / 3:
+            log(f"SIGKILL {victim.name}")
+        if not outage_done and time.monotonic() - started > args.expected / 3 and not stop.is_set():
             outage_done = True
+            log(f"PostgreSQL stopped for {args.outage:.0f} s")
             stack.pause("postgres")
             phase.injected[f"PostgreSQL stopped {args.outage:.0f} s"] += 1
-            stop.wait(args.outage)
+            time.sleep(args.outage)  # the whole outage, even if the jobs finish meanwhile
             stack.resume("postgres")
+            log("PostgreSQL back")
 
 
 def audit(settings: Settings, phase: Phase, trials: int) -> dict[str, int]:
@@ -186,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["PMLS_HOME"] = str(home)
     for var in PORT_VARS:
         os.environ[var] = str(free_port())
+    os.environ["PMLS_MAX_ACTIVE_JOBS_PER_CALLER"] = str(args.jobs + 1)  # all jobs are submitted at once
     data = generate_demo_dataset(home / "data" / "small.parquet", days=540, rows_per_day=3)
     phases = []
     try:

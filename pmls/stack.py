@@ -277,8 +277,16 @@ class Stack:
         part.stop()
 
     def resume(self, name: str) -> None:
+        """Start a paused part again, from the supervisor's thread when it runs: a child gets its death signal
+        when the thread that started it ends (PR_SET_PDEATHSIG), and a caller's thread may be short-lived."""
         part = self.part(name)
-        part.start()
+        supervised = self._supervisor is not None and self._supervisor.is_alive()
+        if supervised:
+            part.last_start = 0.0  # not a crash loop: no pause before the restart
+            part.paused = False
+            wait_until(part.alive, timeout=30, what=f"{name} restarted by the supervisor")
+        else:
+            part.start()
         part.wait_ready()
 
     def child_env(self) -> dict[str, str]:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -56,6 +59,25 @@ async def _reconcile_forever(client: Client, jobs, cache, interval: float) -> No
         await asyncio.sleep(interval)
 
 
+async def _when_reachable(what: str, make: Callable[[], Any], budget: float) -> Any:
+    """A client of a server that may be down right now (a worker restarted during an outage): the outage is
+    waited out as an activity waits it out, for at most the outage budget."""
+    from activities.supervision import classify
+    from pmls.contracts.activities import FailureKind
+
+    started, delay = time.monotonic(), 1.0
+    while True:
+        try:
+            made = make()
+            return await made if inspect.isawaitable(made) else made
+        except Exception as exc:
+            if classify(exc) is not FailureKind.UNAVAILABLE or time.monotonic() - started > budget:
+                raise
+            log.warning("%s unreachable (%s); trying again in %.0f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 async def run_training_worker(settings: Settings, client: Client, stop: asyncio.Event) -> None:
     from activities.jobs import JobActivities
     from activities.tuning import StudyActivities
@@ -66,12 +88,14 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     from workflows.training import TrainingWorkflow
     from workflows.tuning import TuningWorkflow
 
-    pool = await create_pool(settings.database.url)
+    budget = settings.worker.outage_budget_seconds
+    pool = await _when_reachable("PostgreSQL", lambda: create_pool(settings.database.url), budget)
     cache = Cache(settings.redis.url, timeout=settings.redis.redis_socket_timeout)
     registry = ModelRegistry(settings.mlflow.tracking_uri)
     jobs = JobActivities(pool, cache, registry, client)
     rows = _trial_rows(settings)
-    studies = StudyActivities(StudyStore(settings.database.optuna_url), rows, registry)
+    store = await _when_reachable("PostgreSQL", lambda: StudyStore(settings.database.optuna_url), budget)
+    studies = StudyActivities(store, rows, registry)
     relay = asyncio.create_task(_relay_forever(Outbox(pool), cache, settings.worker.relay_interval_seconds))
     reconciler = asyncio.create_task(
         _reconcile_forever(client, JobStore(pool), cache, settings.worker.reconcile_interval_seconds)
@@ -127,7 +151,10 @@ async def run_trials_worker(
         target=warn_superusers, args=(connections,), name="connection-check", daemon=True
     ).start()
     rows = _trial_rows(settings)
-    trials = TrialActivities(ws, StudyStore(settings.database.optuna_url), rows)
+    store = await _when_reachable(
+        "PostgreSQL", lambda: StudyStore(settings.database.optuna_url), settings.worker.outage_budget_seconds
+    )
+    trials = TrialActivities(ws, store, rows)
     digests = RecordedDigests(settings.database.url)
     champion = ChampionActivities(ModelRegistry(settings.mlflow.tracking_uri), ws, digests)
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as executor:
