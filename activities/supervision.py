@@ -7,9 +7,9 @@ as the activity works, and it decides, in this one place, what a failure means f
   first attempt.
 * **Failures.** Bad input and deterministic failures (a value too long for its column, a bad MLflow parameter,
   a bug) are never retried. Connection and timeout errors, data sources' included, are always retried, with
-  backoff inside the attempt, until the outage budget (``PMLS_OUTAGE_BUDGET_SECONDS``) is spent. Anything else,
-  and an attempt that ended without an answer (its worker died), is a failed attempt, which the caller's retry
-  policy retries a few times.
+  backoff inside the attempt, until the outage budget (``PMLS_OUTAGE_BUDGET_SECONDS``) is spent. Anything else
+  is retried until the ``FAILED_ATTEMPTS``-th attempt; an attempt that ended without an answer (its worker
+  died) is retried by the caller's retry policy (``workflows.calls.MAX_ATTEMPTS``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ from pmls.ml.errors import DataError
 log = logging.getLogger("pmls.activities")
 
 MAX_BEAT_INTERVAL = 10.0  # seconds between heartbeats, at most
+# Attempts an activity gets for an error of its own (not an outage, not a dead worker: the retry policy's
+# maximum_attempts bounds those).
+FAILED_ATTEMPTS = 4
 
 # SQLSTATE classes: 08 connection exception, 53 insufficient resources (too many connections), 57P0x the server
 # shutting down or starting up.
@@ -192,14 +195,8 @@ class _Supervised(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
         if self.fault_rate and random.random() < self.fault_rate:  # noqa: S311 - chaos, not cryptography
-            log.warning(
-                "%s attempt %d: failed on purpose (PMLS_FAULT_INJECTION_RATE)",
-                info.activity_type,
-                info.attempt,
-            )
-            raise ApplicationError(
-                f"injected fault (PMLS_FAULT_INJECTION_RATE={self.fault_rate})", type=FailureKind.FAILED.value
-            )
+            log.warning("%s attempt %d: failed on purpose", info.activity_type, info.attempt)
+            raise _decide(RuntimeError(f"injected fault (PMLS_FAULT_INJECTION_RATE={self.fault_rate})"))
         keeper = None
         if info.heartbeat_timeout:
             every = min(info.heartbeat_timeout.total_seconds() / 4, MAX_BEAT_INTERVAL)
@@ -291,4 +288,7 @@ def _decide(exc: Exception) -> ApplicationError:
         elif isinstance(exc, DataError):
             kept = "DataError"
         return ApplicationError(_message(exc), *details, type=kept, non_retryable=True)
-    return ApplicationError(_message(exc), *details, type=kind.value)
+    attempt = activity.info().attempt
+    give_up = attempt >= FAILED_ATTEMPTS
+    message = f"{_message(exc)} (attempt {attempt}; no more)" if give_up else _message(exc)
+    return ApplicationError(message, *details, type=kind.value, non_retryable=give_up)

@@ -132,6 +132,16 @@ def install(app: FastAPI) -> None:
         # the caller can quote, never into the answer.
         error_id = uuid.uuid4().hex[:12]
         log.error("unhandled error %s on %s %s", error_id, req.method, req.url.path, exc_info=exc)
+        if _unreachable(exc):
+            return JSONResponse(
+                status_code=503,
+                content={
+                    "message": f"a server the API needs (PostgreSQL) cannot be reached; try again shortly "
+                    f"(error id {error_id})",
+                    "error_id": error_id,
+                },
+                headers={"Retry-After": "5"},
+            )
         return JSONResponse(
             status_code=500,
             content={
@@ -139,3 +149,19 @@ def install(app: FastAPI) -> None:
                 "error_id": error_id,
             },
         )
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A refused or dropped connection (asyncpg's or the OS's) anywhere in the chain."""
+    import asyncpg
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (ConnectionError, TimeoutError, asyncpg.PostgresConnectionError)):
+            return True
+        if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError)):
+            return True  # asyncio's "Multiple exceptions: [Errno 111] ..." when every address refused
+        if isinstance(exc, (asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False

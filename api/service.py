@@ -7,6 +7,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import (
     SearchAttributePair,
@@ -224,7 +225,12 @@ class JobService:
         cached = await self.cache.get_job(job_id)
         if cached is not None and cached.status.is_terminal:
             return cached
-        job = await self.jobs.get(job_id)
+        try:
+            job = await self.jobs.get(job_id)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            if cached is None:
+                raise  # 503 (api.errors)
+            return cached  # PostgreSQL unreachable: the last status the workflow recorded, from Redis
         if job is None:
             raise NotFoundError(f"no training job {job_id!r}", field="job_id")
         if not job.status.is_terminal:

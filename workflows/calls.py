@@ -19,19 +19,22 @@ with workflow.unsafe.imports_passed_through():
 NON_RETRYABLE = ["DataError", "ValidationError", "UnsupportedError", FailureKind.DETERMINISTIC.value]
 DEFAULT_OUTAGE_BUDGET = timedelta(minutes=30)
 # Outages are waited out inside an attempt by the supervisor (activities.supervision), so an attempt's timeout
-# is its work plus the outage budget and the attempts below count only failures and workers that died.
+# is its work plus the outage budget and attempts count only failures and workers that died. A dead worker is not
+# the activity's fault: up to MAX_ATTEMPTS of them; an error of the activity's own is retried only while
+# activities.supervision.FAILED_ATTEMPTS allows.
+MAX_ATTEMPTS = 10
 IO_RETRY = RetryPolicy(
-    maximum_attempts=4,
+    maximum_attempts=MAX_ATTEMPTS,
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=10),
     non_retryable_error_types=NON_RETRYABLE,
 )
-CPU_RETRY = RetryPolicy(maximum_attempts=4, non_retryable_error_types=NON_RETRYABLE)
+CPU_RETRY = RetryPolicy(maximum_attempts=MAX_ATTEMPTS, non_retryable_error_types=NON_RETRYABLE)
 # A crashed trial worker is noticed by the heartbeat timeout and the batch re-runs elsewhere (its told trials
 # are not run again). Bad parameters come back as a FAILED result, not an error: what raises is
-# infrastructure (a dead worker), so give it a few more attempts.
+# infrastructure (a dead worker).
 TRIAL_RETRY = RetryPolicy(
-    maximum_attempts=6,
+    maximum_attempts=MAX_ATTEMPTS,
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2,
     maximum_interval=timedelta(seconds=15),
