@@ -65,6 +65,7 @@ def test_jobs_wait_their_turn_oldest_first(stack, limited_api, demo_request):
         time.sleep(0.2)
     jobs = [wait_for(limited_api, j) for j in ids]
     assert [j["status"] for j in jobs] == ["COMPLETED"] * 3
-    assert seen_running == ids[: len(seen_running)]
+    # In order (a job may finish between two samples, so it can be missing from what was seen, never out of turn).
+    assert seen_running == [j for j in ids if j in seen_running]
     assert jobs[0]["completed_at"] < jobs[1]["completed_at"] < jobs[2]["completed_at"]
     assert limited_api.get("/api/v1/training/queue").json() == [] and _redis_queue(stack) == []
