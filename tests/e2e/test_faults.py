@@ -58,6 +58,19 @@ def _started_attempts(
     return temporal(settings, collect)
 
 
+def _executions(settings, ids: list[str]) -> Counter:
+    """Workflow executions (every run, open or closed) per job id, as Temporal lists them."""
+
+    async def runs(client):
+        out = Counter()
+        for job_id in ids:
+            async for execution in client.list_workflows(f"WorkflowId = '{job_id}'"):
+                out[execution.id] += 1
+        return out
+
+    return temporal(settings, runs)
+
+
 def _kill(identity: str) -> int:
     pid = int(identity.split("@", 1)[0])
     os.kill(pid, signal.SIGKILL)  # the stack's supervisor starts a new process
@@ -212,13 +225,6 @@ def test_concurrent_starts_with_duplicates_make_one_job_per_training_id(api, set
         t.join()
     assert set(codes) <= {200, 202}, codes
 
-    async def runs(client):
-        out = Counter()
-        for job_id in ids:
-            async for execution in client.list_workflows(f"WorkflowId = '{job_id}'"):
-                out[execution.id] += 1
-        return out
-
     from pmls.storage.postgres import create_pool
 
     async def rows():
@@ -229,7 +235,7 @@ def test_concurrent_starts_with_duplicates_make_one_job_per_training_id(api, set
             await pool.close()
 
     assert asyncio.run(rows()) == len(ids)
-    executions = temporal(settings, runs)
+    executions = _executions(settings, ids)
     assert executions == Counter(dict.fromkeys(ids, 1)), executions
     for job_id in ids:  # free the slots for the tests that follow
         api.post(f"/api/v1/training/{job_id}/cancel")
@@ -328,14 +334,7 @@ def test_the_api_is_killed_while_starts_are_in_flight(api, stack, settings, demo
     assert sum(codes.values()) == len(bodies) and set(codes) <= {200, 202}, codes
     assert sum(cut.values()) >= 1, "the kill hit no request in flight"
 
-    async def runs(client):
-        out = Counter()
-        for job_id in ids:
-            async for execution in client.list_workflows(f"WorkflowId = '{job_id}'"):
-                out[execution.id] += 1
-        return out
-
-    executions = temporal(settings, runs)
+    executions = _executions(settings, ids)
     assert executions == Counter(dict.fromkeys(ids, 1)), executions
     jobs = [wait_for(api, job_id, timeout=300) for job_id in ids]
     assert [j["status"] for j in jobs] == ["COMPLETED"] * len(ids), [
