@@ -154,10 +154,10 @@ class JobService:
             # Before the start: the workflow's first status update removes the entry, never the other way round.
             await self.cache.enqueue(job_id, request)
             await self.cache.set_job(job)
-        await self._start_workflow(job_id, request)
+        await self._start_workflow(job_id, request, created)
         return job, created
 
-    async def _start_workflow(self, job_id: str, request: TrainingRequest) -> None:
+    async def _start_workflow(self, job_id: str, request: TrainingRequest, created: bool) -> None:
         attrs = TypedSearchAttributes(
             [
                 SearchAttributePair(STATUS_KEY, TrainingStatus.QUEUED.value),
@@ -174,23 +174,24 @@ class JobService:
             except RPCError as exc:
                 refused = exc.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.FAILED_PRECONDITION)
                 if refused or attempt == START_ATTEMPTS - 1:
-                    await self._never_started(job_id, exc, refused)
+                    await self._never_started(job_id, exc, refused, created)
                 await asyncio.sleep(0.5 * 2**attempt)
 
-    async def _never_started(self, job_id: str, exc: RPCError, refused: bool) -> None:
+    async def _never_started(self, job_id: str, exc: RPCError, refused: bool, created: bool) -> None:
         """The job is FAILED, its reason recorded, never a QUEUED row without a workflow; the same
-        training_id may be sent again (corrected, or once Temporal is back) and starts afresh."""
+        training_id may be sent again (corrected, or once Temporal is back) and starts afresh. A repeated request
+        leaves the row alone: its workflow may run (or wait for its turn) already, and the reconciler fails the
+        row if it has none."""
         reason = (
             f"Temporal refused to start the job: {exc.message}"
             if refused
             else f"could not start the job: Temporal is unavailable ({exc.message}); send the request again"
         )
-        job = await self.jobs.update(
-            job_id=job_id, status=TrainingStatus.FAILED, stage=STARTING, progress=0.0, error=reason
-        )
+        job = await self.jobs.fail_unstarted(job_id, reason) if created else None
         if job is not None:
             await self.cache.set_job(job)
-        await self.cache.dequeue(job_id)
+            if job.status is not TrainingStatus.QUEUED:
+                await self.cache.dequeue(job_id)
         if refused:
             raise InvalidError(reason, field="training_id") from exc
         raise UnavailableError(reason) from exc

@@ -97,14 +97,14 @@ async def reconcile_unstarted(
         except RPCError as exc:
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 raise
-        updated = await jobs.update(
-            job_id=job.job_id,
-            status=TrainingStatus.FAILED,
-            stage="starting",
-            progress=0.0,
-            error="the job's workflow was never started (the API stopped first); send the request again",
+        updated = await jobs.fail_unstarted(
+            job.job_id, "the job's workflow was never started (the API stopped first); send the request again"
         )
-        if updated is not None and updated.status is TrainingStatus.FAILED:
+        if (
+            updated is not None
+            and updated.status is TrainingStatus.FAILED
+            and updated.current_stage == "starting"
+        ):
             failed.append(job.job_id)
             log.info("job %s: never started", job.job_id)
             if cache is not None:

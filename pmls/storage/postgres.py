@@ -105,6 +105,20 @@ class JobStore:
             return job_from_row(row), True
         return await self.get(job_id), False
 
+    async def fail_unstarted(self, job_id: str, reason: str) -> TrainingJob | None:
+        """FAIL a job at stage ``starting`` only while no run of its workflow has written it (QUEUED, no run
+        id): a repeated request that cannot reach Temporal must not fail a job that is running. Returns the
+        row as it now is."""
+        row = await self.pool.fetchrow(
+            """UPDATE training_jobs SET status = 'FAILED', current_stage = 'starting', progress_percentage = 0,
+                   error = $2, completed_at = now(), updated_at = now()
+               WHERE job_id = $1 AND status = 'QUEUED' AND run_id IS NULL
+               RETURNING *""",
+            job_id,
+            reason,
+        )
+        return job_from_row(row) if row else await self.get(job_id)
+
     async def queued(self, limit: int = 10_000) -> list[TrainingJob]:
         """QUEUED jobs, oldest first: the order in which they get their turn."""
         rows = await self.pool.fetch(

@@ -95,3 +95,25 @@ def test_a_start_that_cannot_reach_temporal_is_failed_and_can_be_sent_again(api,
     job = wait_for(api, job_id, timeout=180)
     assert job["status"] == "COMPLETED", job
     assert job["training_request"]["random_seed"] == 7
+
+
+def test_a_repeated_start_during_a_temporal_outage_leaves_the_running_job_alone(api, stack, demo_request):
+    if not stack.settings.temporal.embedded:
+        pytest.skip("Temporal is external (PMLS_TEMPORAL_ADDRESS)")
+    job_id = unique("repeat")
+    body = demo_request(
+        job_id, hyperparameter_config={"optimization_method": "random", "optimization_trials": 6}
+    )
+    assert api.post("/api/v1/training/start", json=body).status_code == 202
+    wait_for(api, job_id, until=lambda j: j["status"] == "RUNNING", timeout=60)
+    stack.pause("temporal")
+    try:
+        # The client sends its request again (its first answer was lost): Temporal cannot confirm the start.
+        resp = api.post("/api/v1/training/start", json=body, timeout=120)
+        assert resp.status_code == 503, resp.text
+        row = api.get(f"/api/v1/training/{job_id}/status").json()
+        assert row["status"] == "RUNNING" and row["error"] is None, row
+    finally:
+        stack.resume("temporal")
+    job = wait_for(api, job_id, timeout=240)
+    assert job["status"] == "COMPLETED", job
