@@ -110,6 +110,14 @@ class JobActivities(contract.Jobs):
             )
 
     @activity.defn
+    async def record_artifact(self, inp: CompleteJobInput) -> ModelArtifact:
+        artifact = build_artifact(inp)
+        async with self.pool.acquire() as conn:
+            await upsert_artifact(conn, artifact)
+        await self.cache.set_artifact(artifact)
+        return artifact
+
+    @activity.defn
     async def complete_job(self, inp: CompleteJobInput) -> ModelArtifact:
         """One transaction: the artifact row, the COMPLETED job and the outbox event; then the relay."""
         artifact = build_artifact(inp)

@@ -1,7 +1,8 @@
-"""The seed's six endpoints, plus listings, deployment history and health."""
+"""The seed's six endpoints, plus listings, rollback, deployment history, served-when and health."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -18,6 +19,7 @@ from pmls.contracts import (
     TrainingRequest,
     TrainingStatus,
 )
+from pmls.contracts.deployment import RollbackRequest, ServedVersion
 from pmls.contracts.experiments import HyperparameterExperiment
 
 training = APIRouter(prefix="/api/v1/training", tags=["training"])
@@ -84,12 +86,37 @@ async def list_jobs(
     return await service.list_jobs(status, limit)
 
 
-@models.post("/deploy/{model_id}", response_model=DeploymentResult)
+@models.post("/deploy/{model_id}", response_model=DeploymentResult, responses={404: {}, 409: {}, 422: {}})
 async def deploy_model(
     model_id: str, service: ServiceDep, caller: Deployer, config: DeploymentConfig | None = None
 ) -> DeploymentResult:
-    """Point the lineage's alias (default `production`) at this model version. Scope `deploy`."""
+    """Promote this version through its lineage's deployment workflow: the gates (`deployment_ready`,
+    `min_improvement`, `min_primary_metric`, `max_latency_ms_per_row`, `max_model_size_mb`; `force` overrides
+    them, recorded as forced), the alias move (the holder until now keeps `previous`), a smoke test on held-out
+    rows and an automatic rollback when it fails. Answers DEPLOYED, UNCHANGED, ROLLED_BACK or REJECTED (with
+    the gate, its threshold and the value). Scope `deploy`."""
     return await service.deploy(model_id, config or DeploymentConfig(), deployed_by=caller.name)
+
+
+@models.post("/{model_name}/rollback", response_model=DeploymentResult, responses={409: {}, 422: {}})
+async def rollback_model(
+    model_name: str, service: ServiceDep, caller: Deployer, request: RollbackRequest | None = None
+) -> DeploymentResult:
+    """Serve the previous version again (the holder of the `previous` alias), or `to_version`; smoke-tested
+    like a promotion. 409 when there is nowhere to go. Scope `deploy`."""
+    return await service.rollback(model_name, request or RollbackRequest(), requested_by=caller.name)
+
+
+@models.get("/{model_name}/production", response_model=ServedVersion, responses={404: {}})
+async def served_version(
+    model_name: str,
+    service: ServiceDep,
+    _caller: Reader,
+    at: datetime | None = None,
+    alias: Annotated[str, Query(pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")] = "production",
+) -> ServedVersion:
+    """Which version served as `alias` at time `at` (default: now), from the deployment history."""
+    return await service.served(model_name, alias, at)
 
 
 @models.get("/artifacts/{model_id}", response_model=ModelArtifact)
@@ -110,9 +137,15 @@ async def list_models(
 
 
 @models.get("/{model_name}/deployments", response_model=list[DeploymentResult])
-async def deployments(model_name: str, service: ServiceDep, _caller: Reader) -> list[DeploymentResult]:
-    """Which version of a lineage was deployed when."""
-    return await service.deployment_history(model_name)
+async def deployments(
+    model_name: str,
+    service: ServiceDep,
+    _caller: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[DeploymentResult]:
+    """Every promotion, rejection and rollback of a lineage, newest first: version, target, when, by which job
+    or caller, the gate values and why."""
+    return await service.deployment_history(model_name, limit)
 
 
 @health.get("/healthz")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from datetime import UTC, datetime
 
 import asyncpg
@@ -31,6 +30,7 @@ from pmls.contracts import (
     TrainingRequest,
     TrainingStatus,
 )
+from pmls.contracts.deployment import RollbackRequest, ServedVersion
 from pmls.contracts.errors import (
     ConflictError,
     InvalidError,
@@ -53,6 +53,7 @@ from pmls.contracts.temporal import (
     TRAINING_MODE_KEY,
 )
 from pmls.contracts.workflow import Progress, TrainingWorkflowInput
+from pmls.deployments import DeploymentRefused, promote, rollback
 from pmls.ml.errors import DataError
 from pmls.ml.sources import FileAccess
 from pmls.settings import Settings
@@ -65,11 +66,21 @@ from workflows.training import TrainingWorkflow
 
 log = logging.getLogger("pmls.api")
 
+AVAILABLE_TARGETS = ("registry",)
 STARTING = "starting"  # the stage of a job whose workflow could not be started
 START_ATTEMPTS = 4  # tries to reach Temporal (0.5 s, 1 s, 2 s apart) before the job is recorded FAILED
 
 
+def check_target(config: DeploymentConfig, field: str = "target") -> None:
+    if config.target not in AVAILABLE_TARGETS:
+        raise UnsupportedError(
+            f"deployment target {config.target!r} is not available yet; use 'registry' (the MLflow alias)",
+            field=field,
+        )
+
+
 def check_supported(request: TrainingRequest) -> None:
+    check_target(request.deployment_config, "deployment_config.target")
     if request.model_type not in SUPPORTED_MODEL_TYPES:
         names = ", ".join(sorted(t.value for t in SUPPORTED_MODEL_TYPES))
         raise UnsupportedError(
@@ -345,39 +356,46 @@ class JobService:
     async def deploy(
         self, model_id: str, config: DeploymentConfig, *, deployed_by: str | None = None
     ) -> DeploymentResult:
-        """Move the lineage's alias (``production``) to this version and record it in the history."""
+        """Ask the lineage workflow to promote this version: DEPLOYED, UNCHANGED, ROLLED_BACK (its smoke test
+        failed) or REJECTED (a gate failed; the answer names it)."""
+        check_target(config)
         artifact = await self.artifact(model_id)
-        name, alias = artifact.model_name, config.alias
-        previous_version = await asyncio.to_thread(self.registry.alias_version, name, alias)
-        await asyncio.to_thread(self.registry.set_alias, name, alias, artifact.version)
-        previous = None
-        if previous_version is not None and previous_version != artifact.version:
-            previous = next(
-                (
-                    a.model_id
-                    for a in await self.artifacts.list(model_name=name, limit=1000)
-                    if a.version == previous_version
-                ),
-                None,
+        try:
+            return await promote(
+                self.temporal,
+                self.settings.temporal.task_queue,
+                self.deployments,
+                artifact,
+                config,
+                requested_by=deployed_by,
             )
-        result = DeploymentResult(
-            deployment_id=f"deploy_{uuid.uuid4().hex[:12]}",
-            model_id=model_id,
-            model_name=name,
-            version=artifact.version,
-            target=config.target,
-            alias=alias,
-            status="DEPLOYED",
-            previous_model_id=previous,
-            deployed_at=datetime.now(UTC),
-            message=f"models:/{name}@{alias} now serves version {artifact.version}",
-            deployed_by=deployed_by,
-        )
-        await self.deployments.add(result)
-        return result
+        except DeploymentRefused as exc:
+            raise ConflictError(str(exc), field="model_id") from exc
 
-    async def deployment_history(self, model_name: str) -> list[DeploymentResult]:
-        return await self.deployments.history(model_name)
+    async def rollback(
+        self, model_name: str, request: RollbackRequest, *, requested_by: str | None = None
+    ) -> DeploymentResult:
+        """Back to the version the previous alias holds (or ``to_version``), smoke-tested like a promotion."""
+        try:
+            return await rollback(
+                self.temporal,
+                self.settings.temporal.task_queue,
+                model_name,
+                request,
+                requested_by=requested_by,
+            )
+        except DeploymentRefused as exc:
+            raise ConflictError(str(exc), field="to_version") from exc
+
+    async def deployment_history(self, model_name: str, limit: int = 50) -> list[DeploymentResult]:
+        return await self.deployments.history(model_name, limit)
+
+    async def served(self, model_name: str, alias: str, at: datetime | None) -> ServedVersion:
+        served = await self.deployments.served_at(model_name, alias, at or datetime.now(UTC))
+        if served is None:
+            when = f"at {at.isoformat()}" if at else "now"
+            raise NotFoundError(f"no version of {model_name!r} served as {alias!r} {when}", field="at")
+        return served
 
 
 def _seconds(value: float):

@@ -276,10 +276,73 @@ def jobs(active: Annotated[bool, typer.Option(help="only QUEUED and RUNNING")] =
 
 
 @app.command()
-def deploy(model_id: str, alias: str = "production") -> None:
-    """Point the model's lineage alias (default `production`) at this version."""
-    result = _call("POST", f"/api/v1/models/deploy/{model_id}", json={"alias": alias})
-    console.print(f"{result['status']}: {result['message']} (previous: {result.get('previous_model_id')})")
+def deploy(
+    model_id: str,
+    alias: Annotated[str, typer.Option(help="the lineage alias to move")] = "production",
+    force: Annotated[bool, typer.Option(help="promote although a gate fails (recorded as forced)")] = False,
+    min_improvement: Annotated[
+        float, typer.Option(help="gate: least improvement over the champion it was compared with")
+    ] = 0.0,
+    min_primary_metric: Annotated[
+        float | None, typer.Option(help="gate: the test primary metric must reach this (at most, for errors)")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="why, for the history")] = None,
+) -> None:
+    """Promote a version through its lineage's deployment workflow: gates, alias move, smoke test, automatic
+    rollback when the smoke test fails."""
+    body: dict[str, Any] = {
+        "alias": alias,
+        "force": force,
+        "min_improvement": min_improvement,
+        "reason": reason,
+    }
+    if min_primary_metric is not None:
+        body["min_primary_metric"] = min_primary_metric
+    _print_deployment(_call("POST", f"/api/v1/models/deploy/{model_id}", json=body))
+
+
+@app.command()
+def rollback(
+    model_name: str,
+    to_version: Annotated[str | None, typer.Option(help="this version (default: the previous one)")] = None,
+    alias: Annotated[str, typer.Option(help="the lineage alias to move back")] = "production",
+    reason: Annotated[str | None, typer.Option(help="why, for the history")] = None,
+) -> None:
+    """Serve a lineage's previous version again (or --to-version), smoke-tested like a promotion."""
+    body = {"to_version": to_version, "alias": alias, "reason": reason}
+    _print_deployment(_call("POST", f"/api/v1/models/{model_name}/rollback", json=body))
+
+
+@app.command()
+def history(
+    model_name: str, limit: Annotated[int, typer.Option(min=1, max=1000, help="rows, newest first")] = 20
+) -> None:
+    """A lineage's promotions, rejections and rollbacks, newest first."""
+    rows = _call("GET", f"/api/v1/models/{model_name}/deployments", params={"limit": limit})
+    table = Table("when", "action", "status", "version", "alias", "serving", "by", "why")
+    for row in rows:
+        failed = ", ".join(g["gate"] for g in row.get("gates") or [] if not g["passed"])
+        table.add_row(
+            row["deployed_at"][:19],
+            row.get("action", "promote"),
+            row["status"] + (" (forced)" if row.get("forced") else ""),
+            row["version"],
+            row["alias"],
+            row.get("serving_version") or "",
+            row.get("deployed_by") or row.get("job_id") or "",
+            row.get("reason") or (f"failed: {failed}" if failed else ""),
+        )
+    console.print(table)
+
+
+def _print_deployment(result: dict) -> None:
+    color = {"DEPLOYED": "green", "UNCHANGED": "green", "REJECTED": "red"}.get(result["status"], "yellow")
+    console.print(f"[{color}]{result['status']}[/]: {result['message']}")
+    for gate in result.get("gates") or []:
+        mark = "[green]pass[/]" if gate["passed"] else "[red]fail[/]"
+        console.print(f"  {mark} {gate['gate']}: {gate['value']!r} (threshold {gate['threshold']!r})")
+    if result.get("smoke_test"):
+        console.print(f"  smoke test: {result['smoke_test']}")
 
 
 # -- processes ---------------------------------------------------------------------------------

@@ -79,12 +79,14 @@ async def _when_reachable(what: str, make: Callable[[], Any], budget: float) -> 
 
 
 async def run_training_worker(settings: Settings, client: Client, stop: asyncio.Event) -> None:
+    from activities.deployment import DeploymentActivities
     from activities.jobs import JobActivities
     from activities.tuning import StudyActivities
     from pmls.storage.cache import Cache
     from pmls.storage.postgres import JobStore, Outbox, create_pool
     from pmls.storage.registry import ModelRegistry
     from pmls.storage.studies import StudyStore
+    from workflows.lineage import LineageWorkflow
     from workflows.training import TrainingWorkflow
     from workflows.tuning import TuningWorkflow
 
@@ -96,6 +98,7 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     rows = _trial_rows(settings)
     store = await _when_reachable("PostgreSQL", lambda: StudyStore(settings.database.optuna_url), budget)
     studies = StudyActivities(store, rows, registry)
+    deployments = DeploymentActivities(pool, cache, registry, client, settings.temporal.task_queue)
     relay = asyncio.create_task(_relay_forever(Outbox(pool), cache, settings.worker.relay_interval_seconds))
     reconciler = asyncio.create_task(
         _reconcile_forever(client, JobStore(pool), cache, settings.worker.reconcile_interval_seconds)
@@ -103,8 +106,8 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     worker = Worker(
         client,
         task_queue=settings.temporal.task_queue,
-        workflows=[TrainingWorkflow, TuningWorkflow],
-        activities=activities_of(ON_TRAINING_QUEUE, jobs, studies),
+        workflows=[TrainingWorkflow, TuningWorkflow, LineageWorkflow],
+        activities=activities_of(ON_TRAINING_QUEUE, jobs, studies, deployments),
         interceptors=[
             Supervisor(settings.worker.outage_budget_seconds, settings.worker.fault_injection_rate)
         ],

@@ -12,7 +12,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 from workflows.calls import child_memo, cpu, io
-from workflows.patches import JOB_DEADLINE
+from workflows.patches import AUTO_DEPLOY, JOB_DEADLINE
 from workflows.tuning import TuningWorkflow
 
 with workflow.unsafe.imports_passed_through():
@@ -24,8 +24,9 @@ with workflow.unsafe.imports_passed_through():
         TrainingStatus,
     )
     from pmls.contracts import activities as contract
+    from pmls.contracts.deployment import DeployInput
     from pmls.contracts.durations import parse_duration
-    from pmls.contracts.models import ModelArtifact
+    from pmls.contracts.models import DeploymentResult, ModelArtifact
     from pmls.contracts.params import ensemble_families, fixed_parameters
     from pmls.contracts.temporal import (
         CANCEL_SIGNAL,
@@ -82,6 +83,7 @@ STAGES = {
     "training": 75,
     "comparing": 85,
     "registering": 88,
+    "deploying": 92,
     "publishing": 95,
     "completed": 100,
 }
@@ -297,27 +299,48 @@ class TrainingWorkflow:
             timeout=timedelta(minutes=10),
         )
         self._model_id = registered.model_id
-        await self._enter("publishing")
-        artifact = await io(
-            contract.Jobs.complete_job,
-            CompleteJobInput(
-                job_id=job_id,
-                request=req,
-                trained=trained,
-                registered=registered,
-                started_at=self._started,
-                finished_at=workflow.now(),
-                hyperparameter_trials=self._trials,
-                comparison=comparison,
-                run_id=workflow.info().run_id,
-            ),
-            timeout=timedelta(minutes=5),
+        completion = CompleteJobInput(
+            job_id=job_id,
+            request=req,
+            trained=trained,
+            registered=registered,
+            started_at=self._started,
+            finished_at=workflow.now(),
+            hyperparameter_trials=self._trials,
+            comparison=comparison,
+            run_id=workflow.info().run_id,
         )
+        deployment = None
+        if req.deployment_config.auto_deploy and workflow.patched(AUTO_DEPLOY):
+            deployment = await self._deploy(completion)
+        await self._enter("publishing")
+        artifact = await io(contract.Jobs.complete_job, completion, timeout=timedelta(minutes=5))
         self._status, self._stage, self._progress = TrainingStatus.COMPLETED, "completed", 100.0
         await self._set_search_status()
-        workflow.set_current_details(f"COMPLETED: {artifact.model_id} ({_headline(artifact)})")
+        deployed = f"; {deployment.status} as {deployment.alias}" if deployment else ""
+        workflow.set_current_details(f"COMPLETED: {artifact.model_id} ({_headline(artifact)}){deployed}")
         return TrainingOutcome(
-            job_id=job_id, status=self._status, model_id=artifact.model_id, artifact=artifact
+            job_id=job_id,
+            status=self._status,
+            model_id=artifact.model_id,
+            artifact=artifact,
+            deployment=deployment,
+        )
+
+    async def _deploy(self, completion: CompleteJobInput) -> DeploymentResult:
+        """The deploy stage: the artifact is recorded, then the lineage workflow promotes the model if its gates
+        pass (a refusal is an answer, REJECTED, not a failure of the job)."""
+        await self._enter("deploying")
+        artifact = await io(contract.Jobs.record_artifact, completion, timeout=timedelta(minutes=5))
+        return await io(
+            contract.Deployments.deploy_model,
+            DeployInput(
+                job_id=completion.job_id,
+                artifact=artifact,
+                config=completion.request.deployment_config,
+                requested_by=None,
+            ),
+            timeout=timedelta(minutes=30),
         )
 
     async def _wait_for_turn(self, job_id: str, limit: int) -> None:

@@ -18,7 +18,17 @@ from typing import Any
 
 from temporalio import activity
 
-from pmls.contracts.models import ModelArtifact
+from pmls.contracts.deployment import (
+    AliasMove,
+    DeployInput,
+    MoveAliasInput,
+    RecordInput,
+    RollbackCommand,
+    RollbackTarget,
+    SmokeResult,
+    SmokeTestInput,
+)
+from pmls.contracts.models import DeploymentResult, ModelArtifact
 from pmls.contracts.tuning import (
     CollectInput,
     CreateStudyInput,
@@ -129,6 +139,11 @@ class Jobs:
         raise NotImplementedError
 
     @activity.defn
+    async def record_artifact(self, inp: CompleteJobInput) -> ModelArtifact:
+        """The artifact row before the deploy stage (which judges and smoke-tests it); the job stays RUNNING."""
+        raise NotImplementedError
+
+    @activity.defn
     async def complete_job(self, inp: CompleteJobInput) -> ModelArtifact:
         raise NotImplementedError
 
@@ -166,8 +181,37 @@ class Studies:
         raise NotImplementedError
 
 
+class Deployments:
+    """A lineage's alias moves and their undoing, the smoke test, the history with its events; and a training
+    job's deploy stage, which asks the lineage workflow."""
+
+    @activity.defn
+    async def move_alias(self, inp: MoveAliasInput) -> AliasMove:
+        raise NotImplementedError
+
+    @activity.defn
+    async def restore_alias(self, move: AliasMove) -> None:
+        raise NotImplementedError
+
+    @activity.defn
+    async def smoke_test(self, inp: SmokeTestInput) -> SmokeResult:
+        raise NotImplementedError
+
+    @activity.defn
+    async def rollback_target(self, cmd: RollbackCommand) -> RollbackTarget:
+        raise NotImplementedError
+
+    @activity.defn
+    async def record(self, inp: RecordInput) -> None:
+        raise NotImplementedError
+
+    @activity.defn
+    async def deploy_model(self, inp: DeployInput) -> DeploymentResult:
+        raise NotImplementedError
+
+
 ON_TRIALS_QUEUE: tuple[type, ...] = (Data, Training, Trials, Champion)
-ON_TRAINING_QUEUE: tuple[type, ...] = (Jobs, Studies)
+ON_TRAINING_QUEUE: tuple[type, ...] = (Jobs, Studies, Deployments)
 
 
 def stubs(group: type) -> dict[str, Callable]:

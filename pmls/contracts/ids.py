@@ -29,6 +29,11 @@ def completed_event_id(job_id: str) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"model_training_completed:{job_id}"))
 
 
+def deployment_event_id(event_type: str, deployment_id: str) -> str:
+    """One event per deployment outcome, whatever retries the recording."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{event_type}:{deployment_id}"))
+
+
 def model_id(model_name: str, model_type: str, version: str) -> str:
     """Never truncated (two versions must not share an id): names are bounded so that it fits."""
     out = f"{model_name}_{model_type.lower()}_v{version}"

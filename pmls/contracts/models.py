@@ -251,10 +251,27 @@ class ValidationConfig(Contract):
 
 
 class DeploymentConfig(Contract):
+    """How a version is promoted: on a job, whether its deploy stage asks at all (``auto_deploy``); on a manual
+    deploy, the gates it must pass. A gate left unset is not checked."""
+
     auto_deploy: bool = False
-    min_improvement: float = Field(0.0, ge=-1e6, le=1e6)
+    min_improvement: float = Field(
+        0.0, ge=-1e6, le=1e6, description="least improvement of the primary metric over the champion"
+    )
+    min_primary_metric: float | None = Field(
+        None,
+        ge=-1e12,
+        le=1e12,
+        description="the test primary metric must reach this (at most this, for errors)",
+    )
+    max_latency_ms_per_row: float | None = Field(
+        None, gt=0, le=1e6, description="most milliseconds per predicted row, as measured after training"
+    )
+    max_model_size_mb: float | None = Field(None, gt=0, le=1e6, description="largest model bundle")
     target: Literal["registry", "local", "kubernetes"] = "registry"
     alias: str = Field("production", pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+    force: bool = Field(False, description="promote although a gate fails; recorded as forced")
+    reason: str | None = Field(None, max_length=500, description="why, for the deployment history")
 
 
 class TrainingRequest(Contract):
@@ -351,6 +368,10 @@ class QueuedJob(BaseModel):
     started_by: str | None = None
 
 
+# Metrics where a larger value is better; every other primary metric is an error (rmse, log loss, ...).
+HIGHER_IS_BETTER = frozenset({"accuracy", "balanced_accuracy", "roc_auc", "f1", "r2"})
+
+
 class PerformanceMetrics(BaseModel):
     primary_metric: str
     test: dict[str, float] = Field(default_factory=dict)
@@ -390,18 +411,35 @@ class CancellationResult(BaseModel):
     message: str
 
 
+class GateResult(BaseModel):
+    gate: str
+    passed: bool
+    threshold: float | bool | None = None
+    value: float | bool | None = None
+    detail: str = ""
+
+
 class DeploymentResult(BaseModel):
+    """One promotion, rejection or rollback of a lineage, as answered and as kept in its history."""
+
     deployment_id: str
     model_id: str
     model_name: str
     version: str
     target: str
     alias: str
-    status: Literal["DEPLOYED", "REJECTED"]
+    status: Literal["DEPLOYED", "REJECTED", "ROLLED_BACK", "UNCHANGED"]
     previous_model_id: str | None = None
     deployed_at: datetime
     message: str = ""
     deployed_by: str | None = None
+    action: Literal["promote", "rollback"] = "promote"
+    job_id: str | None = None  # the training job whose deploy stage asked
+    gates: list[GateResult] = Field(default_factory=list)
+    forced: bool = False
+    reason: str | None = None
+    smoke_test: str | None = None
+    serving_version: str | None = None  # what the alias serves after this (None: unchanged, or nothing)
 
 
 class TrainingCompletedData(BaseModel):

@@ -17,6 +17,12 @@ TRIALS_QUEUE = "pmls-trials"  # CPU-heavy activities: data preparation, trials, 
 # -- workflow types -------------------------------------------------------------------------------------------
 TRAINING_WORKFLOW = "TrainingWorkflow"
 TUNING_WORKFLOW = "TuningWorkflow"
+LINEAGE_WORKFLOW = "LineageWorkflow"  # one per model lineage: its promotions and rollbacks, one at a time
+
+
+def lineage_workflow_id(model_name: str) -> str:
+    return f"lineage/{model_name}"
+
 
 # -- signals and queries --------------------------------------------------------------------------------------
 CANCEL_SIGNAL = "cancel"  # TrainingWorkflow: stop the job (reason)
@@ -24,6 +30,9 @@ PROGRESS_QUERY = "progress"  # both workflows: their live progress
 TUNING_PROGRESS_SIGNAL = "tuning_progress"  # TuningWorkflow -> its parent: a family's progress
 STOP_SEARCH_SIGNAL = "stop_search"  # parent -> TuningWorkflow: give the remaining time to other families
 WIDEN_SIGNAL = "widen"  # parent -> TuningWorkflow: run more trials at once
+PROMOTE_UPDATE = "promote"  # LineageWorkflow: gates, alias move, smoke test (rollback when it fails), record
+ROLLBACK_UPDATE = "rollback"  # LineageWorkflow: back to the previous version, or a named one
+LINEAGE_STATE_QUERY = "state"  # LineageWorkflow: what each alias serves
 
 # -- memo keys (set by the API when a job starts, copied to the children) -----------------------------------
 MEMO_TRIALS_QUEUE = "trials_task_queue"

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from pmls.contracts.enums import ModelType, Task, TrainingStatus
 from pmls.contracts.models import (
     DatasetConfig,
+    DeploymentResult,
     ModelArtifact,
     TrainingMetrics,
     TrainingRequest,
@@ -224,3 +225,4 @@ class TrainingOutcome(BaseModel):
     model_id: str | None = None
     artifact: ModelArtifact | None = None
     error: str | None = None
+    deployment: DeploymentResult | None = None  # the deploy stage's answer (deployment_config.auto_deploy)

@@ -8,9 +8,11 @@ import warnings
 import numpy as np
 
 from pmls.contracts import Task
+from pmls.contracts.models import HIGHER_IS_BETTER  # one set, read by the deployment gates too
+
+__all__ = ["HIGHER_IS_BETTER", "PRIMARY_METRIC", "PROBA_EPS", "compute_metrics"]
 
 PRIMARY_METRIC = {Task.BINARY: "roc_auc", Task.MULTICLASS: "log_loss", Task.REGRESSION: "rmse"}
-HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "roc_auc", "f1", "r2"}
 PROBA_EPS = 1e-15
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,6 +19,8 @@ from pmls.contracts import (
     TrainingRequest,
     TrainingStatus,
 )
+from pmls.contracts.deployment import ServedVersion
+from pmls.contracts.ids import deployment_event_id
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -261,6 +263,12 @@ class ArtifactStore:
         row = await self.pool.fetchrow("SELECT * FROM model_artifacts WHERE model_id = $1", model_id)
         return artifact_from_row(row) if row else None
 
+    async def by_version(self, model_name: str, version: str) -> ModelArtifact | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM model_artifacts WHERE model_name = $1 AND version = $2", model_name, version
+        )
+        return artifact_from_row(row) if row else None
+
     async def list(self, *, model_name: str | None = None, limit: int = 100) -> list[ModelArtifact]:
         rows = await self.pool.fetch(
             """SELECT * FROM model_artifacts WHERE ($1::text IS NULL OR model_name = $1)
@@ -342,36 +350,92 @@ class Outbox:
 
 
 class DeploymentStore:
+    """``deployments``: the served-when history of every lineage (promotions, rejections, rollbacks)."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def add(self, result: DeploymentResult) -> None:
-        await self.pool.execute(
-            """INSERT INTO deployments (deployment_id, model_id, model_name, version, target, alias, status,
-                   previous_model_id, message, deployed_at, deployed_by)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (deployment_id) DO NOTHING""",
-            result.deployment_id,
-            result.model_id,
-            result.model_name,
-            result.version,
-            result.target,
-            result.alias,
-            result.status,
-            result.previous_model_id,
-            result.message,
-            result.deployed_at,
-            result.deployed_by,
-        )
+    async def record(self, result: DeploymentResult, event_type: str) -> None:
+        """The history row and its event (``event_type`` on ``pmls:events`` once relayed), one transaction;
+        both keyed by the deployment id, so a retry adds nothing."""
+        payload = {
+            "event_id": deployment_event_id(event_type, result.deployment_id),
+            "event_type": event_type,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "deployment": result.model_dump(mode="json"),
+        }
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO deployments (deployment_id, model_id, model_name, version, target, alias, status,
+                       previous_model_id, message, deployed_at, deployed_by, action, job_id, gates, forced, reason,
+                       smoke_test, serving_version)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                   ON CONFLICT (deployment_id) DO NOTHING""",
+                result.deployment_id,
+                result.model_id,
+                result.model_name,
+                result.version,
+                result.target,
+                result.alias,
+                result.status,
+                result.previous_model_id,
+                result.message,
+                result.deployed_at,
+                result.deployed_by,
+                result.action,
+                result.job_id,
+                [g.model_dump(mode="json") for g in result.gates],
+                result.forced,
+                result.reason,
+                result.smoke_test,
+                result.serving_version,
+            )
+            await conn.execute(
+                """INSERT INTO event_outbox (event_id, event_type, aggregate_id, payload)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING""",
+                uuid.UUID(payload["event_id"]),
+                event_type,
+                result.model_name,
+                payload,
+            )
 
     async def history(self, model_name: str, limit: int = 50) -> list[DeploymentResult]:
         rows = await self.pool.fetch(
-            "SELECT * FROM deployments WHERE model_name = $1 ORDER BY deployed_at DESC LIMIT $2",
+            "SELECT * FROM deployments WHERE model_name = $1 ORDER BY deployed_at DESC, id LIMIT $2",
             model_name,
             limit,
         )
-        return [
-            DeploymentResult.model_validate({k: r[k] for k in DeploymentResult.model_fields}) for r in rows
-        ]
+        return [_deployment(r) for r in rows]
+
+    async def served_at(self, model_name: str, alias: str, at: datetime) -> ServedVersion | None:
+        """The version the alias served at ``at``: the last change of it (a promotion, a rollback, an automatic
+        rollback after a failed smoke test) at or before then."""
+        row = await self.pool.fetchrow(
+            """SELECT d.*, a.model_id AS served_model_id FROM deployments d
+               LEFT JOIN model_artifacts a ON a.model_name = d.model_name AND a.version = d.serving_version
+               WHERE d.model_name = $1 AND d.alias = $2 AND d.deployed_at <= $3
+                 AND d.status IN ('DEPLOYED', 'ROLLED_BACK')
+               ORDER BY d.deployed_at DESC, d.id DESC LIMIT 1""",
+            model_name,
+            alias,
+            at,
+        )
+        if row is None or row["serving_version"] is None:
+            return None
+        return ServedVersion(
+            model_name=model_name,
+            alias=alias,
+            at=at,
+            version=row["serving_version"],
+            model_id=row["served_model_id"],
+            since=row["deployed_at"],
+            deployment_id=row["deployment_id"],
+            action=row["action"],
+        )
+
+
+def _deployment(row: asyncpg.Record) -> DeploymentResult:
+    return DeploymentResult.model_validate({k: row[k] for k in DeploymentResult.model_fields})
 
 
 class ExperimentStore:

@@ -25,6 +25,7 @@ log = logging.getLogger("pmls.registry")
 JOB_TAG = "pmls.job_id"
 TRIAL_TAG = "pmls.trial"
 LOG_THREADS = 4  # nested trial runs logged at once
+SMOKE_DIR = "smoke"  # in the run: held-out rows and their predictions, for the smoke test after a promotion
 
 
 class ModelRegistry:
@@ -94,6 +95,7 @@ class ModelRegistry:
                 if trained.ensemble:
                     mlflow.log_dict(trained.ensemble, "ensemble.json")
                 info = log_pyfunc_model(bundle, trained.bundle_uri, sample, name="model")
+                _log_smoke_set(bundle, sample)
             existing = mlflow.register_model(
                 info.model_uri, name, tags={JOB_TAG: job_id, "pmls.model_type": request.model_type.value}
             )
@@ -213,6 +215,43 @@ class ModelRegistry:
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(model_name, alias, version)
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        try:
+            self.client.delete_registered_model_alias(model_name, alias)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+    def smoke_set(self, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """The held-out rows logged at registration and the registered model's predictions of them (None for a
+        version registered before smoke sets were recorded)."""
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="pmls-smoke-") as tmp:
+            try:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SMOKE_DIR, dst_path=tmp)
+                )
+            except (MlflowException, OSError):
+                return None
+            rows, predictions = local / "rows.parquet", local / "predictions.parquet"
+            if not (rows.is_file() and predictions.is_file()):
+                return None
+            return pd.read_parquet(rows), pd.read_parquet(predictions)
+
+
+def _log_smoke_set(bundle: Any, sample: pd.DataFrame) -> None:
+    """Held-out test rows and this model's predictions of them: a promotion's smoke test predicts them again
+    with what the target serves and expects the same."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="pmls-smoke-") as tmp:
+        sample.to_parquet(Path(tmp) / "rows.parquet")
+        bundle.predict(sample).to_parquet(Path(tmp) / "predictions.parquet")
+        mlflow.log_artifacts(tmp, SMOKE_DIR)
 
 
 def _log_run(request: TrainingRequest, splits: SplitRef, trained: TrainedModelRef) -> None:

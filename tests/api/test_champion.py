@@ -54,7 +54,9 @@ def test_new_versions_are_compared_with_the_champion(api, demo_request):
     assert third["performance_metrics"]["performance_improvement"] == pytest.approx(0.0, abs=0.02)
 
     # A champion fitted on this job's whole test period cannot be judged on it: no figure, and a note why.
-    assert api.post(f"/api/v1/models/deploy/{second['model_id']}", json={}).status_code == 200
+    # Worse than its champion, so not deployment_ready: an operator forces it past the gate.
+    forced = api.post(f"/api/v1/models/deploy/{second['model_id']}", json={"force": True})
+    assert forced.status_code == 200 and forced.json()["forced"] is True, forced.text
     _, fourth = train(api, demo_request, lineage)
     assert fourth["performance_metrics"]["champion_model_id"] == second["model_id"]
     assert fourth["performance_metrics"]["performance_improvement"] is None

@@ -69,7 +69,11 @@ def test_rows_are_written_to_postgres(settings, completed):
 
 def test_completed_event_is_on_the_stream_with_the_seed_payload(settings, completed):
     cache = redis.Redis.from_url(settings.redis.url, decode_responses=True)
-    events = [json.loads(fields["payload"]) for _id, fields in cache.xrange("pmls:events")]
+    events = [
+        json.loads(fields["payload"])
+        for _id, fields in cache.xrange("pmls:events")
+        if fields["event_type"] == "model_training_completed"
+    ]
     mine = [e for e in events if e["training_completed"]["training_job_id"] == completed["job_id"]]
     assert len(mine) == 1
     data = mine[0]["training_completed"]

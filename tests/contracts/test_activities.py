@@ -8,6 +8,7 @@ from temporalio import activity
 
 from activities.champion import ChampionActivities
 from activities.data import DataActivities
+from activities.deployment import DeploymentActivities
 from activities.jobs import JobActivities
 from activities.training import TrainingActivities
 from activities.tuning import StudyActivities, TrialActivities
@@ -31,10 +32,13 @@ def test_the_workers_compositions_implement_every_stub(tmp_path):
         ChampionActivities(None, ws, None),
     )
     training = activities_of(
-        ON_TRAINING_QUEUE, JobActivities(None, None, None), StudyActivities(None, None, None)
+        ON_TRAINING_QUEUE,
+        JobActivities(None, None, None),
+        StudyActivities(None, None, None),
+        DeploymentActivities(None, None, None, None, "q"),
     )
     declared = [name for group in (*ON_TRIALS_QUEUE, *ON_TRAINING_QUEUE) for name in stubs(group)]
-    assert len(declared) == len(set(declared)) == 18, "an activity name declared twice, or one lost"
+    assert len(declared) == len(set(declared)) == 25, "an activity name declared twice, or one lost"
     assert _names(trials) + _names(training) == sorted(stubs_of(ON_TRIALS_QUEUE)) + sorted(
         stubs_of(ON_TRAINING_QUEUE)
     )

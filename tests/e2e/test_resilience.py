@@ -35,6 +35,7 @@ def test_status_is_answered_while_redis_is_down(api, stack, demo_request):
         ids = [
             json.loads(f["payload"])["training_completed"]["training_job_id"]
             for _, f in cache.xrange("pmls:events")
+            if f["event_type"] == "model_training_completed"
         ]
         if job_id in ids:
             break

@@ -48,7 +48,11 @@ def test_search_runs_exactly_the_requested_trials_and_records_each(api, stack, s
     assert sorted(r.data.tags["pmls.trial"] for r in nested) == sorted(
         f"lightgbm/trial-{n}" for n in range(10)
     )
-    events = [e for _, e in cache.xrange("pmls:events") if job_id in e["payload"]]
+    events = [
+        e
+        for _, e in cache.xrange("pmls:events")
+        if e["event_type"] == "model_training_completed" and job_id in e["payload"]
+    ]
     assert '"hyperparameter_trials":10' in events[0]["payload"].replace(" ", "")
     if settings.worker.processes >= 2:
         # One trials worker per slot: the two batches started at once ran in two processes, not two threads of one.

@@ -1,0 +1,203 @@
+"""The lineage workflow's activities (training queue): move an alias and undo it, smoke-test what an alias
+serves, find where a rollback goes, record an outcome with its event; and the training job's deploy stage, which
+asks the lineage workflow like any other caller."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import numpy as np
+import pandas as pd
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from pmls.contracts import activities as contract
+from pmls.contracts.deployment import (
+    BAD_DEPLOYMENT,
+    AliasMove,
+    DeployInput,
+    MoveAliasInput,
+    RecordInput,
+    RollbackCommand,
+    RollbackTarget,
+    SmokeResult,
+    SmokeTestInput,
+    previous_alias,
+)
+from pmls.contracts.models import DeploymentResult
+from pmls.deployments import promote
+from pmls.storage.cache import Cache
+from pmls.storage.events import relay_outbox
+from pmls.storage.postgres import ArtifactStore, DeploymentStore, Outbox
+from pmls.storage.registry import ModelRegistry
+
+log = logging.getLogger("pmls.deployment")
+
+
+class DeploymentActivities(contract.Deployments):
+    def __init__(
+        self, pool: asyncpg.Pool, cache: Cache, registry: ModelRegistry, temporal: Client, task_queue: str
+    ) -> None:
+        self.artifacts = ArtifactStore(pool)
+        self.deployments = DeploymentStore(pool)
+        self.outbox = Outbox(pool)
+        self.cache = cache
+        self.registry = registry
+        self.temporal = temporal
+        self.task_queue = task_queue
+
+    @activity.defn
+    async def move_alias(self, inp: MoveAliasInput) -> AliasMove:
+        """Point ``alias`` at the version; its holder until now keeps the ``previous`` alias. Idempotent: a retry
+        after the move finds the alias on the version already and reports what the first attempt recorded."""
+        name, alias, prev = inp.model_name, inp.alias, previous_alias(inp.alias)
+        before = await asyncio.to_thread(self.registry.alias_version, name, alias)
+        previous_before = await asyncio.to_thread(self.registry.alias_version, name, prev)
+        if before == inp.version:
+            # Already there: a no-op, or a retry of an attempt that moved it and died before answering (then the
+            # holder it replaced is in ``previous``; what ``previous`` held before that is lost, a rare cost).
+            attempt = activity.info().attempt
+            if attempt > 1 and previous_before is not None and previous_before != inp.version:
+                before = previous_before
+            return AliasMove(
+                model_name=name,
+                alias=alias,
+                version=inp.version,
+                before=before,
+                before_model_id=await self._model_id(name, before),
+                previous_before=previous_before,
+            )
+        if before is not None:
+            await asyncio.to_thread(self.registry.set_alias, name, prev, before)
+        await asyncio.to_thread(self.registry.set_alias, name, alias, inp.version)
+        return AliasMove(
+            model_name=name,
+            alias=alias,
+            version=inp.version,
+            before=before,
+            before_model_id=await self._model_id(name, before),
+            previous_before=previous_before,
+        )
+
+    @activity.defn
+    async def restore_alias(self, move: AliasMove) -> None:
+        """Undo a move: the alias and ``previous`` back to what they held (removed where they held nothing)."""
+        name = move.model_name
+        for alias, version in ((move.alias, move.before), (previous_alias(move.alias), move.previous_before)):
+            if version is None:
+                await asyncio.to_thread(self.registry.delete_alias, name, alias)
+            else:
+                await asyncio.to_thread(self.registry.set_alias, name, alias, version)
+
+    @activity.defn
+    async def smoke_test(self, inp: SmokeTestInput) -> SmokeResult:
+        """Load what the alias serves now, through the same checked loader as the champion comparison, and
+        predict the held-out rows recorded at registration: the predictions must be the registered model's."""
+        served = await asyncio.to_thread(self.registry.alias_version, inp.model_name, inp.alias)
+        if served != inp.version:
+            return SmokeResult(passed=False, detail=f"{inp.alias} serves version {served}, not {inp.version}")
+        artifact = await self.artifacts.by_version(inp.model_name, inp.version)
+        if artifact is None or not artifact.bundle_sha256:
+            return SmokeResult(
+                passed=False,
+                detail=f"version {inp.version} has no artifact with a bundle hash recorded by pmls",
+            )
+        return await asyncio.to_thread(self._smoke, inp, artifact.bundle_sha256, artifact.mlflow_run_id)
+
+    def _smoke(self, inp: SmokeTestInput, sha256: str, run_id: str | None) -> SmokeResult:
+        try:
+            bundle = self.registry.load_checked(inp.model_name, inp.version, sha256)
+        except Exception as exc:  # noqa: BLE001 - any failure to load is the smoke test's verdict
+            return SmokeResult(
+                passed=False, detail=f"version {inp.version} could not be loaded: {exc}"[:1000]
+            )
+        reference = self.registry.smoke_set(run_id) if run_id else None
+        if reference is None:
+            return SmokeResult(
+                passed=True,
+                detail=f"version {inp.version} loaded, its content hash verified; no reference rows were "
+                "recorded at its registration, so its predictions were not compared",
+            )
+        rows, expected = reference
+        try:
+            got = bundle.predict(rows)
+        except Exception as exc:  # noqa: BLE001
+            return SmokeResult(passed=False, detail=f"version {inp.version} failed to predict: {exc}"[:1000])
+        mismatch = _mismatch(got, expected)
+        if mismatch:
+            return SmokeResult(passed=False, detail=mismatch, rows=len(rows))
+        return SmokeResult(
+            passed=True,
+            rows=len(rows),
+            detail=f"version {inp.version} predicted {len(rows)} held-out test rows as it did at registration",
+        )
+
+    @activity.defn
+    async def rollback_target(self, cmd: RollbackCommand) -> RollbackTarget:
+        name, alias = cmd.model_name, cmd.alias
+        current = await asyncio.to_thread(self.registry.alias_version, name, alias)
+        to = cmd.to_version or await asyncio.to_thread(
+            self.registry.alias_version, name, previous_alias(alias)
+        )
+        if to is None:
+            return RollbackTarget(
+                from_version=current,
+                detail=f"lineage {name!r} has no previous version of {alias!r} to roll back to; name one "
+                "with to_version",
+            )
+        to_id = await self._model_id(name, to)
+        if to_id is None:
+            return RollbackTarget(
+                from_version=current, detail=f"lineage {name!r} has no version {to} registered by pmls"
+            )
+        return RollbackTarget(from_version=current, to_version=to, to_model_id=to_id)
+
+    @activity.defn
+    async def record(self, inp: RecordInput) -> None:
+        """The history row and its event, one transaction (both keyed by the deployment id: a retry adds
+        nothing); then the relay."""
+        await self.deployments.record(inp.result, inp.event_type)
+        await relay_outbox(self.outbox, self.cache)
+
+    @activity.defn
+    async def deploy_model(self, inp: DeployInput) -> DeploymentResult:
+        """A training job's deploy stage: the lineage workflow promotes its model, if the gates let it."""
+        try:
+            return await promote(
+                self.temporal,
+                self.task_queue,
+                self.deployments,
+                inp.artifact,
+                inp.config,
+                deployment_id=f"deploy-{inp.job_id}",
+                job_id=inp.job_id,
+                requested_by=inp.requested_by,
+            )
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type=BAD_DEPLOYMENT, non_retryable=True) from exc
+        finally:
+            await relay_outbox(self.outbox, self.cache)
+
+    async def _model_id(self, model_name: str, version: str | None) -> str | None:
+        if version is None:
+            return None
+        artifact = await self.artifacts.by_version(model_name, version)
+        return artifact.model_id if artifact else None
+
+
+def _mismatch(got: pd.DataFrame, expected: pd.DataFrame) -> str | None:
+    """Why two prediction frames differ (None: they agree to float tolerance)."""
+    if list(got.columns) != list(expected.columns) or len(got) != len(expected):
+        return f"predictions have columns {list(got.columns)} x {len(got)}, expected {list(expected.columns)} x {len(expected)}"
+    for col in expected.columns:
+        a, b = got[col].to_numpy(), expected[col].to_numpy()
+        if np.issubdtype(b.dtype, np.number) and np.issubdtype(a.dtype, np.number):
+            same = np.allclose(a.astype(float), b.astype(float), rtol=1e-5, atol=1e-8, equal_nan=True)
+        else:
+            same = bool((a.astype(str) == b.astype(str)).all())
+        if not same:
+            return f"predictions of column {col!r} differ from those recorded at registration"
+    return None

@@ -1,0 +1,191 @@
+"""Gated promotion through the lineage workflow, on the real stack: a job's deploy stage, the gates' refusals,
+manual deploys and rollbacks, the smoke test's automatic rollback, serialised concurrent deploys, the
+served-when history and the events."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+
+import mlflow
+import psycopg2
+import pytest
+import redis
+
+from tests.helpers import temporal, unique, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _train(api, demo_request, lineage: str, **deployment) -> tuple[dict, dict]:
+    job_id = unique("dep")
+    body = demo_request(job_id, model_name=lineage, random_seed=3)
+    body["deployment_config"] = deployment
+    assert api.post("/api/v1/training/start", json=body).status_code == 202
+    job = wait_for(api, job_id, timeout=240)
+    assert job["status"] == "COMPLETED", job.get("error")
+    return job, api.get(f"/api/v1/models/artifacts/{job['model_id']}").json()
+
+
+def _production(settings, lineage: str) -> str | None:
+    client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(lineage, "production").version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def _events(settings, deployment_ids: set[str]) -> list[dict]:
+    cache = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    found = []
+    for _id, fields in cache.xrange("pmls:events"):
+        payload = json.loads(fields["payload"])
+        if payload.get("deployment", {}).get("deployment_id") in deployment_ids:
+            found.append({"event_type": fields["event_type"], "event_id": fields["event_id"], **payload})
+    return found
+
+
+@pytest.fixture(scope="module")
+def lineage(api, demo_request) -> dict:
+    """Two versions of a fresh lineage: the first deployed by its job's deploy stage; the second's job asked
+    for a deploy too, with a gate it cannot pass."""
+    name = unique("lineage")
+    job1, v1 = _train(api, demo_request, name, auto_deploy=True)
+    job2, v2 = _train(api, demo_request, name, auto_deploy=True, min_primary_metric=0.9999)
+    return {"name": name, "job1": job1, "v1": v1, "job2": job2, "v2": v2}
+
+
+def test_a_job_deploys_its_model_when_the_gates_pass_and_not_when_one_fails(api, settings, lineage):
+    name, v1, v2 = lineage["name"], lineage["v1"], lineage["v2"]
+    history = api.get(f"/api/v1/models/{name}/deployments").json()
+    by_job = {h["job_id"]: h for h in history}
+    first, second = by_job[lineage["job1"]["job_id"]], by_job[lineage["job2"]["job_id"]]
+    assert first["status"] == "DEPLOYED" and first["model_id"] == v1["model_id"], first
+    assert first["serving_version"] == v1["version"]
+    assert second["status"] == "REJECTED" and second["model_id"] == v2["model_id"], second
+    failed = [g for g in second["gates"] if not g["passed"]]
+    assert [g["gate"] for g in failed] == ["min_primary_metric"], second["gates"]
+    assert (
+        failed[0]["threshold"] == 0.9999
+        and failed[0]["value"] == v2["performance_metrics"]["test"]["roc_auc"]
+    )
+    assert "min_primary_metric" in second["message"]
+    assert _production(settings, name) == v1["version"]
+
+    # The lineage workflow is visible in Temporal, its details naming what serves.
+    async def describe(client):
+        return await client.get_workflow_handle(f"lineage/{name}").describe()
+
+    desc = temporal(settings, describe)
+    assert desc.status.name == "RUNNING"
+
+    events = _events(settings, {first["deployment_id"], second["deployment_id"]})
+    assert sorted(e["event_type"] for e in events) == ["model_deployed", "model_deployment_rejected"], events
+    assert len({e["event_id"] for e in events}) == 2
+
+
+def test_a_manual_deploy_that_fails_a_gate_is_rejected_with_the_gate_named(api, settings, lineage):
+    name, v2 = lineage["name"], lineage["v2"]
+    resp = api.post(f"/api/v1/models/deploy/{v2['model_id']}", json={"max_model_size_mb": 1e-6})
+    assert resp.status_code == 200, resp.text
+    result = resp.json()
+    assert result["status"] == "REJECTED"
+    assert "max_model_size_mb" in result["message"]
+    assert _production(settings, name) == lineage["v1"]["version"]
+
+
+def test_deploy_rollback_and_served_when(api, settings, lineage):
+    name, v1, v2 = lineage["name"], lineage["v1"], lineage["v2"]
+    before = datetime.now(UTC)
+    time.sleep(0.5)
+    resp = api.post(f"/api/v1/models/deploy/{v2['model_id']}", json={"force": True, "reason": "test"})
+    deployed = resp.json()
+    assert resp.status_code == 200 and deployed["status"] == "DEPLOYED", deployed
+    assert deployed["previous_model_id"] == v1["model_id"] and deployed["reason"] == "test"
+    assert "held-out test rows" in deployed["smoke_test"], deployed
+    assert _production(settings, name) == v2["version"]
+
+    # Deploying what already serves is a no-op that says so.
+    again = api.post(f"/api/v1/models/deploy/{v2['model_id']}", json={"force": True}).json()
+    assert again["status"] == "UNCHANGED" and "already serves" in again["message"]
+
+    then = api.get(f"/api/v1/models/{name}/production", params={"at": before.isoformat()}).json()
+    now = api.get(f"/api/v1/models/{name}/production").json()
+    assert then["version"] == v1["version"] and now["version"] == v2["version"], (then, now)
+
+    rolled = api.post(f"/api/v1/models/{name}/rollback", json={"reason": "bad metrics"})
+    assert rolled.status_code == 200, rolled.text
+    back = rolled.json()
+    assert back["status"] == "ROLLED_BACK" and back["version"] == v1["version"]
+    assert back["previous_model_id"] == v2["model_id"] and back["action"] == "rollback"
+    assert _production(settings, name) == v1["version"]
+    history = api.get(f"/api/v1/models/{name}/deployments").json()
+    assert history[0]["deployment_id"] == back["deployment_id"]
+    events = _events(settings, {deployed["deployment_id"], back["deployment_id"]})
+    assert sorted(e["event_type"] for e in events) == ["model_deployed", "model_rolled_back"]
+
+    missing = api.post(f"/api/v1/models/{name}/rollback", json={"to_version": "999"})
+    assert missing.status_code == 409 and "999" in missing.json()["message"]
+
+
+def test_a_failed_smoke_test_rolls_back(api, settings, lineage):
+    """The registry's copy of the version no longer matches what pmls recorded at registration (its content
+    hash): the promoted version cannot be loaded, so the alias goes back."""
+    name, v1, v2 = lineage["name"], lineage["v1"], lineage["v2"]
+    assert _production(settings, name) == v1["version"]
+    with psycopg2.connect(settings.database.url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT bundle_sha256 FROM model_artifacts WHERE model_id = %s", (v2["model_id"],))
+        (digest,) = cur.fetchone()
+        cur.execute(
+            "UPDATE model_artifacts SET bundle_sha256 = %s WHERE model_id = %s", ("0" * 64, v2["model_id"])
+        )
+    try:
+        result = api.post(f"/api/v1/models/deploy/{v2['model_id']}", json={"force": True}).json()
+    finally:
+        with psycopg2.connect(settings.database.url) as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE model_artifacts SET bundle_sha256 = %s WHERE model_id = %s", (digest, v2["model_id"])
+            )
+    assert result["status"] == "ROLLED_BACK", result
+    assert "content hash" in result["smoke_test"] and result["serving_version"] == v1["version"]
+    assert _production(settings, name) == v1["version"]
+    now = api.get(f"/api/v1/models/{name}/production").json()
+    assert now["version"] == v1["version"]
+    assert [e["event_type"] for e in _events(settings, {result["deployment_id"]})] == ["model_rolled_back"]
+
+
+def test_concurrent_deploys_of_one_lineage_are_serialised(api, settings, lineage):
+    """Six deploys at once, alternating two versions: each promotion saw the one before it (its previous
+    model is what the alias held when it ran), so none overwrote another's move unseen."""
+    name, v1, v2 = lineage["name"], lineage["v1"], lineage["v2"]
+    results: list[dict] = []
+
+    def deploy(model_id: str) -> None:
+        resp = api.post(f"/api/v1/models/deploy/{model_id}", json={"force": True}, timeout=180)
+        results.append(resp.json())
+
+    threads = [threading.Thread(target=deploy, args=(m["model_id"],)) for m in (v2, v1) * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6 and all(r["status"] in ("DEPLOYED", "UNCHANGED") for r in results), results
+    ids = {r["deployment_id"] for r in results if r["status"] == "DEPLOYED"}
+    moves = sorted(
+        (h for h in api.get(f"/api/v1/models/{name}/deployments").json() if h["deployment_id"] in ids),
+        key=lambda h: h["deployed_at"],
+    )
+    assert moves, results
+    for earlier, later in zip(moves, moves[1:], strict=False):
+        assert later["previous_model_id"] == earlier["model_id"], moves
+    assert _production(settings, moves[-1]["model_name"]) == moves[-1]["version"]
+
+
+def test_targets_that_are_not_available_are_refused(api, lineage, demo_request):
+    resp = api.post(f"/api/v1/models/deploy/{lineage['v1']['model_id']}", json={"target": "kubernetes"})
+    assert resp.status_code == 422 and "kubernetes" in resp.json()["message"], resp.text
+    body = demo_request(unique("dep"), deployment_config={"auto_deploy": True, "target": "local"})
+    resp = api.post("/api/v1/training/start", json=body)
+    assert resp.status_code == 422 and "local" in resp.json()["message"], resp.text
