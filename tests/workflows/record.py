@@ -1,9 +1,11 @@
 """Record the histories the replay tests use, against a running stack (`pmls up`):
 
-    python -m tests.workflows.record DATA.parquet
+    python -m tests.workflows.record DATA.parquet [NAME ...]
 
 It submits a plain job, a tuned job, an ENSEMBLE job, a job whose source is missing, a tuned job it cancels
-through the API and one it cancels by signal, then saves each workflow's history (the LightGBM tuning child's too) under tests/workflows/histories/.
+through the API, one it cancels by signal and one that deploys its model (then a repeated deploy and a rollback
+of lineage ``churn``), and saves each workflow's history (the LightGBM tuning child's and the lineage workflow's
+too) under tests/workflows/histories/. NAMEs (e.g. ``completed-deployed``) record only those.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ async def save(workflow_id: str, name: str) -> None:
     print(f"saved {name}")
 
 
-def main(data: str) -> None:
+def main(data: str, only: list[str]) -> None:
     stamp = time.strftime("%H%M%S")
     jobs = {
         "completed-plain": (request(f"rec_plain_{stamp}", data), None),
@@ -96,7 +98,14 @@ def main(data: str) -> None:
             20.0,
         ),
         "cancelled-by-signal": (request(f"rec_signal_{stamp}", data, optimization_method="tpe"), 15.0),
+        # The deploy stage; then the lineage workflow's history (promote, and a rollback below).
+        "completed-deployed": (
+            {**request(f"rec_deploy_{stamp}", data), "deployment_config": {"auto_deploy": True}},
+            None,
+        ),
     }
+    if only:
+        jobs = {name: job for name, job in jobs.items() if name in only}
     settings = Settings()
     with httpx.Client(base_url=settings.api.base_url, timeout=60, headers=api_headers(settings)) as api:
         for name, (body, cancel_after) in jobs.items():
@@ -104,7 +113,13 @@ def main(data: str) -> None:
             asyncio.run(save(body["training_id"], name))
             if "tuned" in name or "tuning" in name or "ensemble" in name:
                 asyncio.run(save(f"{body['training_id']}/lightgbm", f"{name}-child"))
+            if name == "completed-deployed":
+                # A forced promotion of the same version (UNCHANGED) and a rollback attempt, then the history.
+                job = api.get(f"/api/v1/training/{body['training_id']}/status").json()
+                api.post(f"/api/v1/models/deploy/{job['model_id']}", json={"force": True})
+                api.post("/api/v1/models/churn/rollback", json={})
+                asyncio.run(save("lineage/churn", "lineage-churn"))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

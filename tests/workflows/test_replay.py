@@ -14,6 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.lineage import LineageWorkflow
 from workflows.training import TrainingWorkflow
 from workflows.tuning import TuningWorkflow
 
@@ -24,7 +25,9 @@ HISTORIES = sorted(ROOT.rglob("*.json"))
 
 
 def replay(history: WorkflowHistory) -> None:
-    replayer = Replayer(workflows=[TrainingWorkflow, TuningWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[TrainingWorkflow, TuningWorkflow, LineageWorkflow], data_converter=pydantic_data_converter
+    )
     asyncio.run(replayer.replay_workflow(history))
 
 
