@@ -21,11 +21,18 @@ from pmls.contracts import (
     TrainingStatus,
 )
 from pmls.contracts import activities as contract
-from pmls.contracts.ids import completed_event_id
+from pmls.contracts.ids import completed_event_id, failed_event_id
 from pmls.contracts.workflow import CompleteJobInput, Progress, RegisteredModel, RegisterModelInput, TurnInput
 from pmls.storage.cache import Cache
 from pmls.storage.events import relay_outbox
-from pmls.storage.postgres import ExperimentStore, JobStore, Outbox, add_event, upsert_artifact
+from pmls.storage.postgres import (
+    ExperimentStore,
+    JobStore,
+    Outbox,
+    add_event,
+    add_outbox,
+    upsert_artifact,
+)
 from pmls.storage.registry import ModelRegistry
 
 TURN_POLL_SECONDS = 2.0
@@ -44,19 +51,40 @@ class JobActivities(contract.Jobs):
 
     @activity.defn
     async def record_job_status(self, update: Progress) -> None:
-        """PostgreSQL first (the truth), then the Redis copy."""
-        job = await self.jobs.update(
-            job_id=update.job_id,
-            status=update.status,
-            stage=update.stage,
-            progress=update.progress_percentage,
-            metrics=update.metrics,
-            error=update.error,
-            model_id=update.model_id,
-            estimated_completion=update.estimated_completion,
-            run_id=update.run_id,
-            run_at=update.at,
-        )
+        """PostgreSQL first (the truth), then the Redis copy. A failure is recorded with its
+        ``model_training_failed`` event, in one transaction."""
+        failed = update.status is TrainingStatus.FAILED
+        async with self.pool.acquire() as conn, conn.transaction():
+            job = await self.jobs.update(
+                job_id=update.job_id,
+                status=update.status,
+                stage=update.stage,
+                progress=update.progress_percentage,
+                metrics=update.metrics,
+                error=update.error,
+                model_id=update.model_id,
+                estimated_completion=update.estimated_completion,
+                run_id=update.run_id,
+                run_at=update.at,
+                conn=conn,
+            )
+            if failed and job is not None and job.status is TrainingStatus.FAILED:
+                event_id = failed_event_id(update.job_id, update.run_id)
+                payload = {
+                    "event_id": event_id,
+                    "timestamp": datetime.now(UTC).isoformat(),
+                    "training_failed": {
+                        "training_job_id": update.job_id,
+                        "model_type": job.training_request.model_type.value,
+                        "model_name": job.training_request.lineage,
+                        "stage": update.stage,
+                        "error": update.error,
+                        "run_id": update.run_id,
+                    },
+                }
+                await add_outbox(conn, event_id, "model_training_failed", update.job_id, payload)
+        if failed:
+            await relay_outbox(self.outbox, self.cache)
         if job is not None:
             await self.cache.set_job(job)
         if update.status is not TrainingStatus.QUEUED:

@@ -29,6 +29,11 @@ def completed_event_id(job_id: str) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"model_training_completed:{job_id}"))
 
 
+def failed_event_id(job_id: str, run_id: str | None) -> str:
+    """Once per run: a reset run that fails again is a new failure."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"model_training_failed:{job_id}:{run_id}"))
+
+
 def deployment_event_id(event_type: str, deployment_id: str) -> str:
     """One event per deployment outcome, whatever retries the recording."""
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{event_type}:{deployment_id}"))

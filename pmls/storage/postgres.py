@@ -302,12 +302,22 @@ async def upsert_artifact(conn: asyncpg.Connection, artifact: ModelArtifact) -> 
 
 async def add_event(conn: asyncpg.Connection, event: TrainingCompletedEvent, *, aggregate_id: str) -> None:
     """Outbox insert; the event id is deterministic per job, so a retried activity adds nothing."""
+    await add_outbox(
+        conn, event.event_id, "model_training_completed", aggregate_id, event.model_dump(mode="json")
+    )
+
+
+async def add_outbox(
+    conn: asyncpg.Connection, event_id: str, event_type: str, aggregate_id: str, payload: dict[str, Any]
+) -> None:
+    """One event for the relay to publish, in the caller's transaction; once per ``event_id``."""
     await conn.execute(
         """INSERT INTO event_outbox (event_id, event_type, aggregate_id, payload)
-           VALUES ($1, 'model_training_completed', $2, $3) ON CONFLICT (event_id) DO NOTHING""",
-        uuid.UUID(event.event_id),
+           VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING""",
+        uuid.UUID(event_id),
+        event_type,
         aggregate_id,
-        event.model_dump(mode="json"),
+        payload,
     )
 
 
@@ -390,14 +400,7 @@ class DeploymentStore:
                 result.smoke_test,
                 result.serving_version,
             )
-            await conn.execute(
-                """INSERT INTO event_outbox (event_id, event_type, aggregate_id, payload)
-                   VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING""",
-                uuid.UUID(payload["event_id"]),
-                event_type,
-                result.model_name,
-                payload,
-            )
+            await add_outbox(conn, payload["event_id"], event_type, result.model_name, payload)
 
     async def history(self, model_name: str, limit: int = 50) -> list[DeploymentResult]:
         rows = await self.pool.fetch(

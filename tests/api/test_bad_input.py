@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import redis
 
 from tests.helpers import error_fields, unique, wait_for
 
@@ -101,9 +104,18 @@ def test_missing_body_fields_are_named(api):
         ),
     ],
 )
-def test_bad_data_fails_the_job_with_a_reason(api, demo_request, change, words):
+def test_bad_data_fails_the_job_with_a_reason(api, settings, demo_request, change, words):
     job_id = unique("fails")
     assert api.post("/api/v1/training/start", json=demo_request(job_id, **change)).status_code == 202
     job = wait_for(api, job_id, timeout=60)
     assert job["status"] == "FAILED"
     assert words in job["error"]
+    # Consumers hear of it: one model_training_failed event with the stage and the reason.
+    cache = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    failed = [
+        json.loads(f["payload"])["training_failed"]
+        for _, f in cache.xrange("pmls:events")
+        if f["event_type"] == "model_training_failed" and job_id in f["payload"]
+    ]
+    assert len(failed) == 1 and failed[0]["training_job_id"] == job_id, failed
+    assert failed[0]["error"] == job["error"] and failed[0]["stage"] == job["current_stage"]

@@ -189,3 +189,24 @@ def test_targets_that_are_not_available_are_refused(api, lineage, demo_request):
     body = demo_request(unique("dep"), deployment_config={"auto_deploy": True, "target": "local"})
     resp = api.post("/api/v1/training/start", json=body)
     assert resp.status_code == 422 and "local" in resp.json()["message"], resp.text
+
+
+def test_deployment_events_wait_out_a_redis_outage(api, stack, settings, lineage):
+    """Redis down while a lineage is rolled back and promoted again: both answered, and both events reach the
+    stream once it is back, each once."""
+    if not stack.settings.redis.embedded:
+        pytest.skip("Redis is external (PMLS_REDIS_URL); the test stops only an embedded one")
+    name, v1, v2 = lineage["name"], lineage["v1"], lineage["v2"]
+    stack.pause("redis")
+    try:
+        other = v2 if _production(settings, name) == v1["version"] else v1
+        first = api.post(f"/api/v1/models/deploy/{other['model_id']}", json={"force": True}).json()
+        back = api.post(f"/api/v1/models/{name}/rollback", json={"reason": "redis outage test"}).json()
+    finally:
+        stack.resume("redis")
+    assert first["status"] == "DEPLOYED" and back["status"] == "ROLLED_BACK", (first, back)
+    ids = {first["deployment_id"], back["deployment_id"]}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(events := _events(settings, ids)) < 2:
+        time.sleep(0.5)
+    assert sorted(e["event_type"] for e in events) == ["model_deployed", "model_rolled_back"], events
