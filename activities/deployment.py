@@ -5,6 +5,7 @@ asks the lineage workflow like any other caller."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import asyncpg
@@ -29,50 +30,53 @@ from pmls.contracts.deployment import (
 )
 from pmls.contracts.models import DeploymentResult
 from pmls.deployments import promote
+from pmls.settings import Settings
 from pmls.storage.cache import Cache
 from pmls.storage.events import relay_outbox
-from pmls.storage.postgres import ArtifactStore, DeploymentStore, Outbox
+from pmls.storage.postgres import ArtifactStore, DeploymentStore, LocalServingStore, Outbox
 from pmls.storage.registry import ModelRegistry
 
 log = logging.getLogger("pmls.deployment")
+LOAD_TIMEOUT_SECONDS = 60  # the serving process looks for new deployments every second, then loads
 
 
 class DeploymentActivities(contract.Deployments):
     def __init__(
-        self, pool: asyncpg.Pool, cache: Cache, registry: ModelRegistry, temporal: Client, task_queue: str
+        self, pool: asyncpg.Pool, cache: Cache, registry: ModelRegistry, temporal: Client, settings: Settings
     ) -> None:
+        self.settings = settings
+        self.task_queue = settings.temporal.task_queue
+        self.local = LocalServingStore(pool)
         self.artifacts = ArtifactStore(pool)
         self.deployments = DeploymentStore(pool)
         self.outbox = Outbox(pool)
         self.cache = cache
         self.registry = registry
         self.temporal = temporal
-        self.task_queue = task_queue
 
     @activity.defn
     async def move_alias(self, inp: MoveAliasInput) -> AliasMove:
-        """Point ``alias`` at the version; its holder until now keeps the ``previous`` alias. Idempotent: a retry
-        after the move finds the alias on the version already and reports what the first attempt recorded."""
+        """Point ``alias`` at the version; its holder until now keeps the ``previous`` alias; with target
+        `local`, the serving process is asked to load it too. Idempotent: a retry after the move finds the alias
+        on the version already and reports the holder it replaced (in ``previous`` by then)."""
         name, alias, prev = inp.model_name, inp.alias, previous_alias(inp.alias)
         before = await asyncio.to_thread(self.registry.alias_version, name, alias)
         previous_before = await asyncio.to_thread(self.registry.alias_version, name, prev)
+        local_before = await self.local.get(name, alias)
+        # Once a lineage's alias is served locally, local serving follows the alias, whoever moves it.
+        target = "local" if inp.target == "local" or local_before is not None else inp.target
         if before == inp.version:
             # Already there: a no-op, or a retry of an attempt that moved it and died before answering (then the
             # holder it replaced is in ``previous``; what ``previous`` held before that is lost, a rare cost).
             attempt = activity.info().attempt
             if attempt > 1 and previous_before is not None and previous_before != inp.version:
                 before = previous_before
-            return AliasMove(
-                model_name=name,
-                alias=alias,
-                version=inp.version,
-                before=before,
-                before_model_id=await self._model_id(name, before),
-                previous_before=previous_before,
-            )
-        if before is not None:
-            await asyncio.to_thread(self.registry.set_alias, name, prev, before)
-        await asyncio.to_thread(self.registry.set_alias, name, alias, inp.version)
+        else:
+            if before is not None:
+                await asyncio.to_thread(self.registry.set_alias, name, prev, before)
+            await asyncio.to_thread(self.registry.set_alias, name, alias, inp.version)
+        if target == "local":
+            await self.local.set(name, alias, inp.version)
         return AliasMove(
             model_name=name,
             alias=alias,
@@ -80,17 +84,22 @@ class DeploymentActivities(contract.Deployments):
             before=before,
             before_model_id=await self._model_id(name, before),
             previous_before=previous_before,
+            target=target,
+            local_before=local_before,
         )
 
     @activity.defn
     async def restore_alias(self, move: AliasMove) -> None:
-        """Undo a move: the alias and ``previous`` back to what they held (removed where they held nothing)."""
+        """Undo a move: the alias and ``previous`` back to what they held (removed where they held nothing), and
+        the local serving back to its version before."""
         name = move.model_name
         for alias, version in ((move.alias, move.before), (previous_alias(move.alias), move.previous_before)):
             if version is None:
                 await asyncio.to_thread(self.registry.delete_alias, name, alias)
             else:
                 await asyncio.to_thread(self.registry.set_alias, name, alias, version)
+        if move.target == "local":
+            await self.local.set(name, move.alias, move.local_before)
 
     @activity.defn
     async def smoke_test(self, inp: SmokeTestInput) -> SmokeResult:
@@ -105,7 +114,64 @@ class DeploymentActivities(contract.Deployments):
                 passed=False,
                 detail=f"version {inp.version} has no artifact with a bundle hash recorded by pmls",
             )
+        if inp.target == "local":
+            return await self._smoke_local(inp, artifact.mlflow_run_id)
         return await asyncio.to_thread(self._smoke, inp, artifact.bundle_sha256, artifact.mlflow_run_id)
+
+    async def _smoke_local(self, inp: SmokeTestInput, run_id: str | None) -> SmokeResult:
+        """Over HTTP, as a client would: the serving process must have loaded the version and predict the
+        reference rows as the registered model did."""
+        import httpx
+
+        from pmls.auth import api_headers
+
+        where = f"{self.settings.serving.base_url}/v1/models/{inp.model_name}"
+        params = {"alias": inp.alias}
+        deadline = asyncio.get_running_loop().time() + LOAD_TIMEOUT_SECONDS
+        async with httpx.AsyncClient(timeout=60, headers=api_headers(self.settings)) as client:
+            while True:
+                resp = await client.get(where, params=params)
+                seen = resp.json() if resp.status_code in (200, 404) else {"message": resp.text[:300]}
+                if resp.status_code == 200 and seen.get("version") == inp.version:
+                    break
+                if seen.get("wanted_version") == inp.version and seen.get("load_error"):
+                    return SmokeResult(
+                        passed=False,
+                        detail=f"local serving could not load version {inp.version}: {seen['load_error']}",
+                    )
+                if asyncio.get_running_loop().time() > deadline:
+                    return SmokeResult(
+                        passed=False,
+                        detail=f"local serving did not load version {inp.version} in {LOAD_TIMEOUT_SECONDS} s "
+                        f"(it answered {resp.status_code}: {seen})"[:1000],
+                    )
+                await asyncio.sleep(0.5)
+            reference = await asyncio.to_thread(self.registry.smoke_set, run_id) if run_id else None
+            if reference is None:
+                return SmokeResult(
+                    passed=True,
+                    detail=f"local serving loaded version {inp.version} (hash verified); no reference rows were "
+                    "recorded at its registration, so its predictions were not compared",
+                )
+            rows, expected = reference
+            body = {"rows": json.loads(rows.to_json(orient="records", date_format="iso"))}
+            resp = await client.post(f"{where}/predict", params=params, json=body)
+        if resp.status_code != 200:
+            return SmokeResult(
+                passed=False,
+                detail=f"local serving answered {resp.status_code}: {resp.text[:500]}",
+                rows=len(rows),
+            )
+        got = pd.DataFrame.from_records(resp.json()["predictions"])
+        mismatch = _mismatch(got, expected)
+        if mismatch:
+            return SmokeResult(passed=False, detail=f"local serving: {mismatch}", rows=len(rows))
+        return SmokeResult(
+            passed=True,
+            rows=len(rows),
+            detail=f"local serving (version {inp.version}) predicted {len(rows)} held-out test rows over HTTP as "
+            "the registered model did",
+        )
 
     def _smoke(self, inp: SmokeTestInput, sha256: str, run_id: str | None) -> SmokeResult:
         try:

@@ -30,7 +30,7 @@ from pmls.contracts import (
     TrainingRequest,
     TrainingStatus,
 )
-from pmls.contracts.deployment import RollbackRequest, ServedVersion
+from pmls.contracts.deployment import AVAILABLE_TARGETS, RollbackRequest, ServedVersion
 from pmls.contracts.errors import (
     ConflictError,
     InvalidError,
@@ -66,7 +66,6 @@ from workflows.training import TrainingWorkflow
 
 log = logging.getLogger("pmls.api")
 
-AVAILABLE_TARGETS = ("registry",)
 STARTING = "starting"  # the stage of a job whose workflow could not be started
 START_ATTEMPTS = 4  # tries to reach Temporal (0.5 s, 1 s, 2 s apart) before the job is recorded FAILED
 
@@ -74,7 +73,8 @@ START_ATTEMPTS = 4  # tries to reach Temporal (0.5 s, 1 s, 2 s apart) before the
 def check_target(config: DeploymentConfig, field: str = "target") -> None:
     if config.target not in AVAILABLE_TARGETS:
         raise UnsupportedError(
-            f"deployment target {config.target!r} is not available yet; use 'registry' (the MLflow alias)",
+            f"deployment target {config.target!r} is not available yet; use 'registry' (the MLflow alias) or "
+            "'local' (served over HTTP by `pmls serve`)",
             field=field,
         )
 

@@ -149,12 +149,16 @@ def demo(keep: Annotated[bool, typer.Option(help="leave the stack running afterw
                 "optimization_trials": 12,
                 "optimization_timeout": "3m",
             },
+            # Promoted if it passes the gates, served over HTTP by `pmls serve`.
+            "deployment_config": {"auto_deploy": True, "target": "local"},
         }
         job = _call("POST", "/api/v1/training/start", json=request)
         console.print(f"job [bold]{job['job_id']}[/] started")
         job = _watch(job["job_id"])
         _print_result(job)
         _print_trials(job["job_id"])
+        if job["status"] == "COMPLETED":
+            _print_served(settings, job, data)
         _print_urls(stack.urls())
         if keep:
             console.print("the stack keeps running; Ctrl-C stops it")
@@ -168,6 +172,35 @@ def demo(keep: Annotated[bool, typer.Option(help="leave the stack running afterw
         with console.status("stopping the stack"):
             stack.stop()
         console.print(f"demo finished in {time.monotonic() - started:.0f} s")
+
+
+def _print_served(settings: Settings, job: dict, data: Path) -> None:
+    """The demo's deploy stage, and one prediction from what local serving answers with, over HTTP."""
+    import httpx
+    import polars as pl
+
+    from pmls.auth import api_headers
+
+    name = job["training_request"]["model_name"]
+    mine = [d for d in _call("GET", f"/api/v1/models/{name}/deployments") if d.get("job_id") == job["job_id"]]
+    if mine:
+        _print_deployment(mine[0])
+    rows = pl.read_parquet(data).drop("churned").tail(3).to_pandas()
+    body = {"rows": json.loads(rows.to_json(orient="records", date_format="iso"))}
+    with httpx.Client(
+        base_url=settings.serving.base_url, headers=api_headers(settings), timeout=60
+    ) as serving:
+        resp = serving.post(f"/v1/models/{name}/predict", json=body)
+    if resp.status_code != 200:
+        console.print(f"local serving: {resp.status_code} {resp.json().get('message', resp.text)}")
+        return
+    answer = resp.json()
+    console.print(
+        f"prediction over HTTP from [bold]{settings.serving.base_url}/v1/models/{name}/predict[/] "
+        f"(version {answer['version']}):"
+    )
+    for row, out in zip(body["rows"], answer["predictions"], strict=True):
+        console.print(f"  customer {row.get('customer_id')}: {out}")
 
 
 def _watch(job_id: str, poll: float = 0.5) -> dict:
@@ -387,6 +420,23 @@ def api(host: str | None = None, port: int | None = None) -> None:
         create_app(settings),
         host=host or settings.api.api_host,
         port=port or settings.api.api_port,
+        log_level="warning",
+    )
+
+
+@app.command()
+def serve(host: str | None = None, port: int | None = None) -> None:
+    """Serve the versions deployed with target `local` over HTTP (`pmls up` runs it): POST
+    /v1/models/NAME/predict with {"rows": [...]}."""
+    import uvicorn
+
+    from api.serving import create_serving_app
+
+    settings = Settings()
+    uvicorn.run(
+        create_serving_app(settings),
+        host=host or settings.serving.serving_host,
+        port=port or settings.serving.serving_port,
         log_level="warning",
     )
 

@@ -24,6 +24,7 @@ PORT_VARS = (
     "PMLS_POSTGRES_PORT",
     "PMLS_REDIS_PORT",
     "PMLS_MLFLOW_PORT",
+    "PMLS_SERVING_PORT",
 )
 
 
@@ -128,6 +129,23 @@ class ApiSettings(BaseSettings):
     @property
     def base_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+
+class ServingSettings(BaseSettings):
+    """The `local` deployment target: one supervised process that serves each lineage's locally deployed
+    version over HTTP (`pmls serve`, started by `pmls up`)."""
+
+    model_config = _ENV
+    serving_host: str = "127.0.0.1"
+    serving_port: int = 8100
+    serving_max_rows: int = Field(10_000, ge=1, le=1_000_000, description="rows per prediction request")
+    serving_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="how often it looks for new deployments"
+    )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.serving_host}:{self.serving_port}"
 
 
 class AuthSettings(BaseSettings):
@@ -261,6 +279,10 @@ class Settings(BaseSettings):
     @cached_property
     def api(self) -> ApiSettings:
         return ApiSettings()
+
+    @cached_property
+    def serving(self) -> ServingSettings:
+        return ServingSettings()
 
     @cached_property
     def auth(self) -> AuthSettings:

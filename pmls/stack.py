@@ -191,6 +191,8 @@ class Stack:
             if self.with_api:
                 progress("starting the API")
                 self._start_part(self._api())
+                progress("starting local model serving")
+                self._start_part(self._serving())
         except BaseException:
             self.stop()
             raise
@@ -305,13 +307,19 @@ class Stack:
             PMLS_TRIALS_TASK_QUEUE=s.temporal.trials_task_queue,
             PMLS_API_HOST=s.api.api_host,
             PMLS_API_PORT=str(s.api.api_port),
+            PMLS_SERVING_HOST=s.serving.serving_host,
+            PMLS_SERVING_PORT=str(s.serving.serving_port),
             PYTHONUNBUFFERED="1",
         )
         return env
 
     def urls(self) -> dict[str, str]:
         s = self.settings
-        urls = {"API docs": f"{s.api.base_url}/docs", "MLflow UI": s.mlflow.tracking_uri}
+        urls = {
+            "API docs": f"{s.api.base_url}/docs",
+            "MLflow UI": s.mlflow.tracking_uri,
+            "Serving": f"{s.serving.base_url}/docs",
+        }
         if s.temporal.embedded:
             urls["Temporal UI"] = s.temporal.ui_url
         return urls
@@ -517,6 +525,19 @@ class Stack:
         name = f"worker-{queue}" + (f"-{process + 1}" if process else "")
         return self._worker(
             queue, name, ("--slots", str(w.slots_of(process)), "--threads", str(w.threads_per_trial))
+        )
+
+    def _serving(self) -> Part:
+        serving = self.settings.serving
+        self._check_port_free(serving.serving_port, "local model serving", "PMLS_SERVING_PORT")
+        return Part(
+            name="serving",
+            argv=[sys.executable, "-m", "pmls.cli", "serve"],
+            logfile=self._logs("serving"),
+            env=self.child_env(),
+            restart=True,
+            ready_timeout=90,
+            ready=lambda: _http_ok(f"{serving.base_url}/healthz"),
         )
 
     def _api(self) -> Part:

@@ -98,7 +98,7 @@ async def run_training_worker(settings: Settings, client: Client, stop: asyncio.
     rows = _trial_rows(settings)
     store = await _when_reachable("PostgreSQL", lambda: StudyStore(settings.database.optuna_url), budget)
     studies = StudyActivities(store, rows, registry)
-    deployments = DeploymentActivities(pool, cache, registry, client, settings.temporal.task_queue)
+    deployments = DeploymentActivities(pool, cache, registry, client, settings)
     relay = asyncio.create_task(_relay_forever(Outbox(pool), cache, settings.worker.relay_interval_seconds))
     reconciler = asyncio.create_task(
         _reconcile_forever(client, JobStore(pool), cache, settings.worker.reconcile_interval_seconds)

@@ -19,6 +19,7 @@ from workflows.calls import io
 with workflow.unsafe.imports_passed_through():
     from pmls.contracts import activities as contract
     from pmls.contracts.deployment import (
+        AVAILABLE_TARGETS,
         BAD_DEPLOYMENT,
         GATE_REJECTED,
         AliasMove,
@@ -79,8 +80,8 @@ class LineageWorkflow:
                 f"not {self._state.model_name!r}",
                 type=BAD_DEPLOYMENT,
             )
-        if req.config.target != "registry":
-            raise ApplicationError(f"target {req.config.target!r} is not available", type=BAD_DEPLOYMENT)
+        if req.config.target not in AVAILABLE_TARGETS:
+            raise ApplicationError(f"target {req.config.target!r} is not available yet", type=BAD_DEPLOYMENT)
         gates = evaluate_gates(req.candidate, req.config)
         if not req.config.force and not all(g.passed for g in gates):
             raise ApplicationError(refusal(gates), type=GATE_REJECTED)
@@ -105,9 +106,11 @@ class LineageWorkflow:
         )
         move: AliasMove = await io(
             contract.Deployments.move_alias,
-            MoveAliasInput(model_name=cand.model_name, alias=cfg.alias, version=cand.version),
+            MoveAliasInput(
+                model_name=cand.model_name, alias=cfg.alias, version=cand.version, target=cfg.target
+            ),
         )
-        if move.before == cand.version:
+        if move.before == cand.version and (move.target != "local" or move.local_before == cand.version):
             return result.model_copy(
                 update={
                     "status": "UNCHANGED",
@@ -118,7 +121,7 @@ class LineageWorkflow:
         smoke = await io(
             contract.Deployments.smoke_test,
             SmokeTestInput(
-                model_name=cand.model_name, alias=cfg.alias, version=cand.version, target=cfg.target
+                model_name=cand.model_name, alias=cfg.alias, version=cand.version, target=move.target
             ),
         )
         if not smoke.passed:
@@ -168,7 +171,7 @@ class LineageWorkflow:
             model_id=target.to_model_id or "",
             model_name=cmd.model_name,
             version=target.to_version or "",
-            target="registry",
+            target="registry",  # and `local` too, where the lineage's alias is served locally
             alias=cmd.alias,
             status="UNCHANGED",
             deployed_at=workflow.now(),
@@ -190,7 +193,9 @@ class LineageWorkflow:
         )
         smoke = await io(
             contract.Deployments.smoke_test,
-            SmokeTestInput(model_name=cmd.model_name, alias=cmd.alias, version=target.to_version),
+            SmokeTestInput(
+                model_name=cmd.model_name, alias=cmd.alias, version=target.to_version, target=move.target
+            ),
         )
         if not smoke.passed:
             await io(contract.Deployments.restore_alias, move)
@@ -204,6 +209,7 @@ class LineageWorkflow:
         result = base.model_copy(
             update={
                 "status": "ROLLED_BACK",
+                "target": move.target,
                 "previous_model_id": move.before_model_id,
                 "smoke_test": smoke.detail,
                 "serving_version": target.to_version,

@@ -25,6 +25,10 @@ from pmls.contracts.models import (
 DEPLOYMENT_EVENTS = ("model_deployed", "model_deployment_rejected", "model_rolled_back")
 # ApplicationError types of the lineage workflow's refusals (a failed gate; a request it cannot carry out).
 GATE_REJECTED = "GateRejected"
+AVAILABLE_TARGETS = (
+    "registry",
+    "local",
+)  # `kubernetes` is accepted by the contract and refused until it exists
 BAD_DEPLOYMENT = "InvalidDeployment"
 
 
@@ -174,6 +178,7 @@ class MoveAliasInput(BaseModel):
     model_name: str
     alias: str
     version: str
+    target: str = "registry"  # `local`: the serving process is told to load it too
 
 
 class AliasMove(BaseModel):
@@ -185,6 +190,8 @@ class AliasMove(BaseModel):
     before: str | None = None
     before_model_id: str | None = None
     previous_before: str | None = None
+    target: str = "registry"
+    local_before: str | None = None  # target `local`: what the serving process was asked to serve before
 
 
 class SmokeTestInput(BaseModel):

@@ -441,6 +441,40 @@ def _deployment(row: asyncpg.Record) -> DeploymentResult:
     return DeploymentResult.model_validate({k: row[k] for k in DeploymentResult.model_fields})
 
 
+class LocalServingStore:
+    """``local_serving``: the version the `local` target must serve, per lineage and alias."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def set(self, model_name: str, alias: str, version: str | None) -> None:
+        if version is None:
+            await self.pool.execute(
+                "DELETE FROM local_serving WHERE model_name = $1 AND alias = $2", model_name, alias
+            )
+            return
+        await self.pool.execute(
+            """INSERT INTO local_serving (model_name, alias, version) VALUES ($1, $2, $3)
+               ON CONFLICT (model_name, alias) DO UPDATE SET version = EXCLUDED.version, updated_at = now()""",
+            model_name,
+            alias,
+            version,
+        )
+
+    async def get(self, model_name: str, alias: str) -> str | None:
+        return await self.pool.fetchval(
+            "SELECT version FROM local_serving WHERE model_name = $1 AND alias = $2", model_name, alias
+        )
+
+    async def wanted(self) -> list[tuple[str, str, str, str | None]]:
+        """(lineage, alias, version, the version's bundle hash) for everything the target must serve."""
+        rows = await self.pool.fetch(
+            """SELECT s.model_name, s.alias, s.version, a.bundle_sha256 FROM local_serving s
+               LEFT JOIN model_artifacts a ON a.model_name = s.model_name AND a.version = s.version"""
+        )
+        return [(r["model_name"], r["alias"], r["version"], r["bundle_sha256"]) for r in rows]
+
+
 class ExperimentStore:
     """``hyperparameter_experiments``, read: one row per trial, keyed by ``{job}/{family}/trial-{n}`` (written by
     ``pmls.storage.trial_rows`` where the trial is told)."""

@@ -16,6 +16,7 @@ from activities.workspace import Workspace
 from pmls.contracts import activities as contract
 from pmls.contracts.activities import ON_TRAINING_QUEUE, ON_TRIALS_QUEUE, activities_of, stubs
 from pmls.ml.sources import FileAccess
+from pmls.settings import Settings
 
 
 def _names(methods) -> list[str]:
@@ -35,7 +36,7 @@ def test_the_workers_compositions_implement_every_stub(tmp_path):
         ON_TRAINING_QUEUE,
         JobActivities(None, None, None),
         StudyActivities(None, None, None),
-        DeploymentActivities(None, None, None, None, "q"),
+        DeploymentActivities(None, None, None, None, Settings()),
     )
     declared = [name for group in (*ON_TRIALS_QUEUE, *ON_TRAINING_QUEUE) for name in stubs(group)]
     assert len(declared) == len(set(declared)) == 25, "an activity name declared twice, or one lost"

@@ -183,12 +183,50 @@ def test_concurrent_deploys_of_one_lineage_are_serialised(api, settings, lineage
     assert _production(settings, moves[-1]["model_name"]) == moves[-1]["version"]
 
 
+def test_the_local_target_serves_predictions_over_http(api, settings, lineage, demo_data):
+    """`local`: the serving process loads the version and answers predictions over HTTP; from then on it
+    follows the alias, so a later promotion (any target) or rollback moves what it serves too."""
+    import httpx
+    import pandas as pd
+
+    from pmls.auth import api_headers
+
+    name, v1, v2 = lineage["name"], lineage["v1"], lineage["v2"]
+    result = api.post(
+        f"/api/v1/models/deploy/{v1['model_id']}", json={"force": True, "target": "local"}
+    ).json()
+    assert result["status"] == "DEPLOYED" and result["target"] == "local", result
+    assert "over HTTP" in result["smoke_test"], result
+    rows = pd.read_parquet(demo_data).drop(columns=["churned"]).tail(5)
+    body = {"rows": json.loads(rows.to_json(orient="records", date_format="iso"))}
+    with httpx.Client(
+        base_url=settings.serving.base_url, headers=api_headers(settings), timeout=60
+    ) as serving:
+        assert (
+            serving.post(f"/v1/models/{name}/predict", json=body, headers={"Authorization": ""}).status_code
+            == 401
+        )
+        answer = serving.post(f"/v1/models/{name}/predict", json=body)
+        assert answer.status_code == 200, answer.text
+        served = answer.json()
+        assert served["version"] == v1["version"] and len(served["predictions"]) == 5
+        assert set(served["predictions"][0]) >= {"prediction", "proba_0", "proba_1"}, served["predictions"][0]
+        assert serving.post(f"/v1/models/{name}/predict", json={"rows": [{"x": 1}]}).status_code == 422
+
+        moved = api.post(f"/api/v1/models/deploy/{v2['model_id']}", json={"force": True}).json()
+        assert moved["status"] == "DEPLOYED" and "over HTTP" in moved["smoke_test"], moved
+        assert serving.get(f"/v1/models/{name}").json()["version"] == v2["version"]
+        back = api.post(f"/api/v1/models/{name}/rollback", json={}).json()
+        assert back["status"] == "ROLLED_BACK" and back["target"] == "local", back
+        assert serving.post(f"/v1/models/{name}/predict", json=body).json()["version"] == v1["version"]
+
+
 def test_targets_that_are_not_available_are_refused(api, lineage, demo_request):
     resp = api.post(f"/api/v1/models/deploy/{lineage['v1']['model_id']}", json={"target": "kubernetes"})
     assert resp.status_code == 422 and "kubernetes" in resp.json()["message"], resp.text
-    body = demo_request(unique("dep"), deployment_config={"auto_deploy": True, "target": "local"})
+    body = demo_request(unique("dep"), deployment_config={"auto_deploy": True, "target": "kubernetes"})
     resp = api.post("/api/v1/training/start", json=body)
-    assert resp.status_code == 422 and "local" in resp.json()["message"], resp.text
+    assert resp.status_code == 422 and "kubernetes" in resp.json()["message"], resp.text
 
 
 def test_deployment_events_wait_out_a_redis_outage(api, stack, settings, lineage):
