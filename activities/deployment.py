@@ -35,6 +35,7 @@ from pmls.storage.cache import Cache
 from pmls.storage.events import relay_outbox
 from pmls.storage.postgres import ArtifactStore, DeploymentStore, LocalServingStore, Outbox
 from pmls.storage.registry import ModelRegistry
+from pmls.targets.kubernetes import Cluster, KubeSpec, build_objects, resource_name
 
 log = logging.getLogger("pmls.deployment")
 LOAD_TIMEOUT_SECONDS = 60  # the serving process looks for new deployments every second, then loads
@@ -63,8 +64,15 @@ class DeploymentActivities(contract.Deployments):
         before = await asyncio.to_thread(self.registry.alias_version, name, alias)
         previous_before = await asyncio.to_thread(self.registry.alias_version, name, prev)
         local_before = await self.local.get(name, alias)
-        # Once a lineage's alias is served locally, local serving follows the alias, whoever moves it.
-        target = "local" if inp.target == "local" or local_before is not None else inp.target
+        # Once a lineage's alias is served locally (or on the cluster), that target follows the alias, whoever
+        # moves it: a rollback or a registry-only promotion included.
+        namespace = inp.namespace or self.settings.kubernetes.k8s_namespace
+        kube_before = await self._kube_current(name, alias, namespace) if inp.target != "local" else None
+        target = inp.target
+        if target == "registry" and local_before is not None:
+            target = "local"
+        elif target == "registry" and kube_before and kube_before[0] is not None:
+            target = "kubernetes"
         if before == inp.version:
             # Already there: a no-op, or a retry of an attempt that moved it and died before answering (then the
             # holder it replaced is in ``previous``; what ``previous`` held before that is lost, a rare cost).
@@ -77,6 +85,8 @@ class DeploymentActivities(contract.Deployments):
             await asyncio.to_thread(self.registry.set_alias, name, alias, inp.version)
         if target == "local":
             await self.local.set(name, alias, inp.version)
+        if target == "kubernetes":
+            await self._kube_apply(inp, namespace)
         return AliasMove(
             model_name=name,
             alias=alias,
@@ -86,6 +96,8 @@ class DeploymentActivities(contract.Deployments):
             previous_before=previous_before,
             target=target,
             local_before=local_before,
+            namespace=namespace if target == "kubernetes" else None,
+            kube_before=list(kube_before) if target == "kubernetes" and kube_before else None,
         )
 
     @activity.defn
@@ -100,6 +112,76 @@ class DeploymentActivities(contract.Deployments):
                 await asyncio.to_thread(self.registry.set_alias, name, alias, version)
         if move.target == "local":
             await self.local.set(name, move.alias, move.local_before)
+        if move.target == "kubernetes" and move.namespace:
+            await asyncio.to_thread(self._kube_restore, move)
+
+    # -- the kubernetes target ------------------------------------------------------------------------------
+    async def _kube_current(
+        self, name: str, alias: str, namespace: str
+    ) -> tuple[dict | None, dict | None] | None:
+        """The lineage alias's live objects; None when no cluster is configured."""
+        if not self.settings.kubernetes.configured:
+            return None
+        cluster = await asyncio.to_thread(self._cluster)
+        return await asyncio.to_thread(cluster.current, resource_name(name, alias), namespace)
+
+    async def _kube_apply(self, inp: MoveAliasInput, namespace: str) -> None:
+        k8s = self.settings.kubernetes
+        artifact = await self.artifacts.by_version(inp.model_name, inp.version)
+        if artifact is None or not artifact.bundle_sha256:
+            raise ApplicationError(
+                f"version {inp.version} has no artifact with a bundle hash recorded by pmls",
+                type=BAD_DEPLOYMENT,
+                non_retryable=True,
+            )
+        spec = KubeSpec(
+            model_name=inp.model_name,
+            alias=inp.alias,
+            version=inp.version,
+            bundle_sha256=artifact.bundle_sha256,
+            namespace=namespace,
+            image=k8s.k8s_image,
+            replicas=inp.replicas,
+            cpu=k8s.k8s_cpu,
+            memory=k8s.k8s_memory,
+            mlflow_uri=k8s.k8s_mlflow_uri or self.settings.mlflow.tracking_uri,
+            env_secret=k8s.k8s_env_secret,
+            service_account=k8s.k8s_service_account,
+        )
+        cluster = await asyncio.to_thread(self._cluster)
+        await asyncio.to_thread(cluster.apply, *build_objects(spec))
+
+    def _kube_restore(self, move: AliasMove) -> None:
+        cluster = self._cluster()
+        deployment, service = move.kube_before or (None, None)
+        if deployment is None or service is None:
+            cluster.delete(resource_name(move.model_name, move.alias), move.namespace or "")
+        else:
+            cluster.apply(deployment, service)
+
+    def _cluster(self) -> Cluster:
+        if not self.settings.kubernetes.configured:
+            raise ApplicationError(
+                "no Kubernetes cluster is configured for the workers (KUBECONFIG, ~/.kube/config or in-cluster)",
+                type=BAD_DEPLOYMENT,
+                non_retryable=True,
+            )
+        return Cluster()
+
+    async def _smoke_kubernetes(self, inp: SmokeTestInput) -> SmokeResult:
+        """The rollout completes: every replica ready, and a replica is ready only once it has loaded the version
+        with its content hash verified (its readiness probe)."""
+        name, namespace = resource_name(inp.model_name, inp.alias), inp.namespace or ""
+        cluster = await asyncio.to_thread(self._cluster)
+        timeout = self.settings.kubernetes.k8s_rollout_timeout_seconds
+        failure = await asyncio.to_thread(cluster.wait_rollout, name, namespace, timeout)
+        if failure:
+            return SmokeResult(passed=False, detail=failure)
+        return SmokeResult(
+            passed=True,
+            detail=f"rollout of {namespace}/{name} complete: every replica loaded version {inp.version} with its "
+            "content hash verified (readiness probe); predictions were not compared on the cluster",
+        )
 
     @activity.defn
     async def smoke_test(self, inp: SmokeTestInput) -> SmokeResult:
@@ -116,6 +198,8 @@ class DeploymentActivities(contract.Deployments):
             )
         if inp.target == "local":
             return await self._smoke_local(inp, artifact.mlflow_run_id)
+        if inp.target == "kubernetes":
+            return await self._smoke_kubernetes(inp)
         return await asyncio.to_thread(self._smoke, inp, artifact.bundle_sha256, artifact.mlflow_run_id)
 
     async def _smoke_local(self, inp: SmokeTestInput, run_id: str | None) -> SmokeResult:

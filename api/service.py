@@ -70,17 +70,23 @@ STARTING = "starting"  # the stage of a job whose workflow could not be started
 START_ATTEMPTS = 4  # tries to reach Temporal (0.5 s, 1 s, 2 s apart) before the job is recorded FAILED
 
 
-def check_target(config: DeploymentConfig, field: str = "target") -> None:
+def check_target(config: DeploymentConfig, field: str = "target", *, cluster: bool = False) -> None:
+    """A target this deployment can reach: ``kubernetes`` needs a cluster configured for the workers."""
     if config.target not in AVAILABLE_TARGETS:
         raise UnsupportedError(
             f"deployment target {config.target!r} is not available yet; use 'registry' (the MLflow alias) or "
             "'local' (served over HTTP by `pmls serve`)",
             field=field,
         )
+    if config.target == "kubernetes" and not cluster:
+        raise UnsupportedError(
+            "deployment target 'kubernetes' needs a cluster: set KUBECONFIG (or run pmls in the cluster) for the "
+            "API and the workers",
+            field=field,
+        )
 
 
 def check_supported(request: TrainingRequest) -> None:
-    check_target(request.deployment_config, "deployment_config.target")
     if request.model_type not in SUPPORTED_MODEL_TYPES:
         names = ", ".join(sorted(t.value for t in SUPPORTED_MODEL_TYPES))
         raise UnsupportedError(
@@ -134,6 +140,9 @@ class JobService:
         """Idempotent on ``training_id``: same body -> the existing job; another body -> 409. A caller with as
         many active jobs as ``PMLS_MAX_ACTIVE_JOBS_PER_CALLER`` gets 429 for a new one."""
         check_supported(request)
+        check_target(
+            request.deployment_config, "deployment_config.target", cluster=self.settings.kubernetes.configured
+        )
         try:
             check_source(request.dataset_config.source, self.access, self.connections)
         except DataError as exc:
@@ -358,7 +367,7 @@ class JobService:
     ) -> DeploymentResult:
         """Ask the lineage workflow to promote this version: DEPLOYED, UNCHANGED, ROLLED_BACK (its smoke test
         failed) or REJECTED (a gate failed; the answer names it)."""
-        check_target(config)
+        check_target(config, cluster=self.settings.kubernetes.configured)
         artifact = await self.artifact(model_id)
         try:
             return await promote(

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api import errors
@@ -69,6 +69,7 @@ class Models:
         self.served: dict[tuple[str, str], Served] = {}
         self.failed: dict[tuple[str, str, str], str] = {}  # a version that would not load, and why
         self.wanted: dict[tuple[str, str], str] = {}
+        self.synced = False  # read what to serve at least once
 
     async def follow(self) -> None:
         while True:
@@ -99,6 +100,11 @@ class Models:
                 continue
             self.served[(name, alias)] = Served(name, alias, version, bundle, datetime.now(UTC))
             log.info("serving %s@%s: version %s", name, alias, version)
+        self.synced = True
+
+    def serves(self, model_name: str, alias: str, version: str) -> bool:
+        found = self.served.get((model_name, alias))
+        return found is not None and found.version == version
 
     def get(self, model_name: str, alias: str) -> Served:
         found = self.served.get((model_name, alias))
@@ -124,14 +130,36 @@ class Models:
         )
 
 
+@dataclass(frozen=True)
+class OneVersion:
+    """Single-model mode (PMLS_SERVE_MODEL, _ALIAS, _VERSION, _SHA256: the `kubernetes` target's pods): the one
+    version to serve, without PostgreSQL."""
+
+    model_name: str
+    alias: str
+    version: str
+    sha256: str | None
+
+    async def wanted(self) -> list[tuple[str, str, str, str | None]]:
+        return [(self.model_name, self.alias, self.version, self.sha256)]
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from pmls.storage.postgres import LocalServingStore, create_pool
     from pmls.storage.registry import ModelRegistry
 
     settings: Settings = app.state.settings
-    pool = await create_pool(settings.database.url, max_size=3)
-    models = Models(settings, LocalServingStore(pool), ModelRegistry(settings.mlflow.tracking_uri))
+    serving = settings.serving
+    pool = None
+    if serving.serve_model:
+        store: Any = OneVersion(
+            serving.serve_model, serving.serve_alias, serving.serve_version or "", serving.serve_sha256
+        )
+    else:
+        pool = await create_pool(settings.database.url, max_size=3)
+        store = LocalServingStore(pool)
+    models = Models(settings, store, ModelRegistry(settings.mlflow.tracking_uri))
     app.state.models = models
     follower = asyncio.create_task(models.follow())
     try:
@@ -140,7 +168,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         follower.cancel()
         with suppress(asyncio.CancelledError):
             await follower
-        await pool.close()
+        if pool is not None:
+            await pool.close()
 
 
 def _describe(served: Served) -> ServedModel:
@@ -169,6 +198,16 @@ def create_serving_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {}})
+    async def readyz(request: Request, response: Response) -> dict:
+        """Ready once every version it must serve is loaded (a Kubernetes readiness probe)."""
+        models: Models = request.app.state.models
+        waiting = sorted(
+            f"{n}@{a}: v{v}" for (n, a), v in models.wanted.items() if not models.serves(n, a, v)
+        )
+        response.status_code = 503 if waiting or not models.synced else 200
+        return {"status": "not ready" if response.status_code == 503 else "ready", "waiting": waiting}
 
     @app.get("/v1/models", response_model=list[ServedModel])
     async def served_models(request: Request, _caller: Reader) -> list[ServedModel]:

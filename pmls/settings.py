@@ -142,10 +142,42 @@ class ServingSettings(BaseSettings):
     serving_poll_seconds: float = Field(
         1.0, gt=0, le=60, description="how often it looks for new deployments"
     )
+    # Single-model mode (the `kubernetes` target's pods): serve this version, without PostgreSQL.
+    serve_model: str | None = None
+    serve_alias: str = "production"
+    serve_version: str | None = None
+    serve_sha256: str | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.serving_host}:{self.serving_port}"
+
+
+class KubernetesSettings(BaseSettings):
+    """The `kubernetes` deployment target (the cluster from KUBECONFIG, or in-cluster)."""
+
+    model_config = _ENV
+    k8s_namespace: str = "default"
+    k8s_image: str = Field("pmls:latest", description="pmls's image (deploy/Dockerfile) the serving pods run")
+    k8s_cpu: str = "500m"
+    k8s_memory: str = "1Gi"
+    k8s_env_secret: str | None = Field(
+        None,
+        description="a Secret whose keys become the pods' environment: PMLS_API_TOKENS, MLflow credentials",
+    )
+    k8s_service_account: str | None = None
+    k8s_mlflow_uri: str | None = Field(
+        None, description="MLflow as the pods reach it (default: the workers' URI)"
+    )
+    k8s_rollout_timeout_seconds: float = Field(300.0, gt=0, le=3600)
+
+    @property
+    def configured(self) -> bool:
+        """A cluster to talk to: in-cluster, or a kubeconfig."""
+        home_config = Path("~/.kube/config").expanduser()
+        return bool(
+            os.environ.get("KUBERNETES_SERVICE_HOST") or os.environ.get("KUBECONFIG") or home_config.is_file()
+        )
 
 
 class AuthSettings(BaseSettings):
@@ -283,6 +315,10 @@ class Settings(BaseSettings):
     @cached_property
     def serving(self) -> ServingSettings:
         return ServingSettings()
+
+    @cached_property
+    def kubernetes(self) -> KubernetesSettings:
+        return KubernetesSettings()
 
     @cached_property
     def auth(self) -> AuthSettings:

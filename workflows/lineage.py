@@ -107,7 +107,12 @@ class LineageWorkflow:
         move: AliasMove = await io(
             contract.Deployments.move_alias,
             MoveAliasInput(
-                model_name=cand.model_name, alias=cfg.alias, version=cand.version, target=cfg.target
+                model_name=cand.model_name,
+                alias=cfg.alias,
+                version=cand.version,
+                target=cfg.target,
+                replicas=cfg.replicas,
+                namespace=cfg.namespace,
             ),
         )
         if move.before == cand.version and (move.target != "local" or move.local_before == cand.version):
@@ -121,7 +126,11 @@ class LineageWorkflow:
         smoke = await io(
             contract.Deployments.smoke_test,
             SmokeTestInput(
-                model_name=cand.model_name, alias=cfg.alias, version=cand.version, target=move.target
+                model_name=cand.model_name,
+                alias=cfg.alias,
+                version=cand.version,
+                target=move.target,
+                namespace=move.namespace,
             ),
         )
         if not smoke.passed:
@@ -171,7 +180,7 @@ class LineageWorkflow:
             model_id=target.to_model_id or "",
             model_name=cmd.model_name,
             version=target.to_version or "",
-            target="registry",  # and `local` too, where the lineage's alias is served locally
+            target="registry",  # and `local` too where the alias is served locally (see move_alias)
             alias=cmd.alias,
             status="UNCHANGED",
             deployed_at=workflow.now(),
@@ -194,7 +203,11 @@ class LineageWorkflow:
         smoke = await io(
             contract.Deployments.smoke_test,
             SmokeTestInput(
-                model_name=cmd.model_name, alias=cmd.alias, version=target.to_version, target=move.target
+                model_name=cmd.model_name,
+                alias=cmd.alias,
+                version=target.to_version,
+                target=move.target,
+                namespace=move.namespace,
             ),
         )
         if not smoke.passed:

@@ -25,10 +25,7 @@ from pmls.contracts.models import (
 DEPLOYMENT_EVENTS = ("model_deployed", "model_deployment_rejected", "model_rolled_back")
 # ApplicationError types of the lineage workflow's refusals (a failed gate; a request it cannot carry out).
 GATE_REJECTED = "GateRejected"
-AVAILABLE_TARGETS = (
-    "registry",
-    "local",
-)  # `kubernetes` is accepted by the contract and refused until it exists
+AVAILABLE_TARGETS = ("registry", "local", "kubernetes")
 BAD_DEPLOYMENT = "InvalidDeployment"
 
 
@@ -178,7 +175,10 @@ class MoveAliasInput(BaseModel):
     model_name: str
     alias: str
     version: str
-    target: str = "registry"  # `local`: the serving process is told to load it too
+    # `local`: the serving process is told to load it too; `kubernetes`: the objects are applied
+    target: str = "registry"
+    replicas: int = 1
+    namespace: str | None = None
 
 
 class AliasMove(BaseModel):
@@ -192,6 +192,8 @@ class AliasMove(BaseModel):
     previous_before: str | None = None
     target: str = "registry"
     local_before: str | None = None  # target `local`: what the serving process was asked to serve before
+    namespace: str | None = None  # target `kubernetes`: where, and the objects as they were (None: absent)
+    kube_before: list[dict | None] | None = None
 
 
 class SmokeTestInput(BaseModel):
@@ -199,6 +201,7 @@ class SmokeTestInput(BaseModel):
     alias: str
     version: str
     target: str = "registry"
+    namespace: str | None = None
 
 
 class SmokeResult(BaseModel):

@@ -270,6 +270,12 @@ class DeploymentConfig(Contract):
     max_model_size_mb: float | None = Field(None, gt=0, le=1e6, description="largest model bundle")
     target: Literal["registry", "local", "kubernetes"] = "registry"
     alias: str = Field("production", pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+    replicas: int = Field(1, ge=1, le=100, description="target `kubernetes`: serving pods")
+    namespace: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        description="target `kubernetes` (default: settings)",
+    )
     force: bool = Field(False, description="promote although a gate fails; recorded as forced")
     reason: str | None = Field(None, max_length=500, description="why, for the deployment history")
 

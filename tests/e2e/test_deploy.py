@@ -221,7 +221,54 @@ def test_the_local_target_serves_predictions_over_http(api, settings, lineage, d
         assert serving.post(f"/v1/models/{name}/predict", json=body).json()["version"] == v1["version"]
 
 
-def test_targets_that_are_not_available_are_refused(api, lineage, demo_request):
+def test_a_serving_pod_loads_its_one_version_and_only_then_is_ready(stack, settings, lineage, demo_data):
+    """What a `kubernetes` target's pod runs: `pmls serve` in single-model mode (no PostgreSQL), ready once the
+    version is loaded with its content hash verified; a wrong hash never becomes ready."""
+    import httpx
+    import pandas as pd
+
+    from pmls.auth import api_headers
+    from pmls.stack import free_port
+    from tests.helpers import extra_process
+
+    v1 = lineage["v1"]
+    rows = pd.read_parquet(demo_data).drop(columns=["churned"]).tail(3)
+    body = {"rows": json.loads(rows.to_json(orient="records", date_format="iso"))}
+    for sha, ready in ((v1["bundle_sha256"], True), ("0" * 64, False)):
+        port = free_port()
+        env = {
+            "PMLS_SERVING_PORT": str(port),
+            "PMLS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",  # proves it needs no PostgreSQL
+            "PMLS_SERVE_MODEL": lineage["name"],
+            "PMLS_SERVE_VERSION": v1["version"],
+            "PMLS_SERVE_SHA256": sha,
+        }
+        with (
+            extra_process(stack, ["serve"], env),
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers=api_headers(settings), timeout=30
+            ) as pod,
+        ):
+            deadline, status = time.monotonic() + 60, None
+            while time.monotonic() < deadline:
+                try:
+                    status = pod.get("/readyz").status_code
+                except httpx.HTTPError:
+                    status = None
+                if status == 200 or (status == 503 and not ready and time.monotonic() > deadline - 50):
+                    break
+                time.sleep(0.5)
+            if ready:
+                assert status == 200
+                answer = pod.post(f"/v1/models/{lineage['name']}/predict", json=body).json()
+                assert answer["version"] == v1["version"] and len(answer["predictions"]) == 3, answer
+            else:
+                assert status == 503
+                seen = pod.get(f"/v1/models/{lineage['name']}").json()
+                assert "content hash" in seen["load_error"], seen
+
+
+def test_kubernetes_without_a_cluster_is_refused(api, lineage, demo_request):
     resp = api.post(f"/api/v1/models/deploy/{lineage['v1']['model_id']}", json={"target": "kubernetes"})
     assert resp.status_code == 422 and "kubernetes" in resp.json()["message"], resp.text
     body = demo_request(unique("dep"), deployment_config={"auto_deploy": True, "target": "kubernetes"})
