@@ -20,6 +20,7 @@ from pmls.contracts import (
     TrainingStatus,
 )
 from pmls.contracts.deployment import RollbackRequest, ServedVersion
+from pmls.contracts.errors import ForbiddenError
 from pmls.contracts.experiments import HyperparameterExperiment
 
 training = APIRouter(prefix="/api/v1/training", tags=["training"])
@@ -86,7 +87,9 @@ async def list_jobs(
     return await service.list_jobs(status, limit)
 
 
-@models.post("/deploy/{model_id}", response_model=DeploymentResult, responses={404: {}, 409: {}, 422: {}})
+@models.post(
+    "/deploy/{model_id}", response_model=DeploymentResult, responses={403: {}, 404: {}, 409: {}, 422: {}}
+)
 async def deploy_model(
     model_id: str, service: ServiceDep, caller: Deployer, config: DeploymentConfig | None = None
 ) -> DeploymentResult:
@@ -94,8 +97,14 @@ async def deploy_model(
     `min_improvement`, `min_primary_metric`, `max_latency_ms_per_row`, `max_model_size_mb`; `force` overrides
     them, recorded as forced), the alias move (the holder until now keeps `previous`), a smoke test on held-out
     rows and an automatic rollback when it fails. Answers DEPLOYED, UNCHANGED, ROLLED_BACK or REJECTED (with
-    the gate, its threshold and the value). Scope `deploy`."""
-    return await service.deploy(model_id, config or DeploymentConfig(), deployed_by=caller.name)
+    the gate, its threshold and the value). Scope `deploy`; `force` needs `admin`."""
+    config = config or DeploymentConfig()
+    if config.force and not caller.can("admin"):
+        raise ForbiddenError(
+            f"force (promoting past failed gates) needs the 'admin' scope; '{caller.name}' has: "
+            + ", ".join(sorted(caller.scopes))
+        )
+    return await service.deploy(model_id, config, deployed_by=caller.name)
 
 
 @models.post("/{model_name}/rollback", response_model=DeploymentResult, responses={409: {}, 422: {}})

@@ -44,6 +44,9 @@ class Cache:
         )
         self._quiet_until = 0.0
         self._quiet_seconds = quiet_seconds
+        # Jobs whose last status write this process skipped (Redis failed, or the cache was quiet): what Redis
+        # holds for them may be older than PostgreSQL (a FAILED job sent again and now QUEUED), so it is not read.
+        self._unwritten: set[str] = set()
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -68,11 +71,19 @@ class Cache:
             return False
 
     async def get_job(self, job_id: str) -> TrainingJob | None:
+        if job_id in self._unwritten:
+            return None
         raw = await self._safe("get job", self.client.get(status_key(job_id)))
         return TrainingJob.model_validate_json(raw) if raw else None
 
     async def set_job(self, job: TrainingJob) -> None:
-        await self._safe("set job", self.client.set(status_key(job.job_id), job.model_dump_json(), ex=DAY))
+        written = await self._safe(
+            "set job", self.client.set(status_key(job.job_id), job.model_dump_json(), ex=DAY)
+        )
+        if written:
+            self._unwritten.discard(job.job_id)
+        else:
+            self._unwritten.add(job.job_id)
 
     async def get_artifact(self, model_id: str) -> ModelArtifact | None:
         raw = await self._safe("get artifact", self.client.get(artifact_key(model_id)))

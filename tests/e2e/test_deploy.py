@@ -268,6 +268,41 @@ def test_a_serving_pod_loads_its_one_version_and_only_then_is_ready(stack, setti
                 assert "content hash" in seen["load_error"], seen
 
 
+def test_forcing_past_the_gates_needs_the_admin_scope(settings, lineage, credentials):
+    import httpx
+
+    deployer = {"Authorization": f"Bearer {credentials.jwt('deployer', 'read deploy')}"}
+    with httpx.Client(base_url=settings.api.base_url, headers=deployer, timeout=120) as api:
+        forced = api.post(f"/api/v1/models/deploy/{lineage['v2']['model_id']}", json={"force": True})
+        assert forced.status_code == 403 and "admin" in forced.json()["message"], forced.text
+        gated = api.post(
+            f"/api/v1/models/deploy/{lineage['v2']['model_id']}", json={"max_model_size_mb": 1e-6}
+        )
+        assert gated.status_code == 200 and gated.json()["status"] == "REJECTED", gated.text
+        assert gated.json()["deployed_by"] == "deployer"
+
+
+def test_the_cli_deploys_rolls_back_and_shows_the_history(stack, lineage):
+    import subprocess
+    import sys
+
+    name, v2 = lineage["name"], lineage["v2"]
+    env = stack.child_env() | {"COLUMNS": "250"}
+
+    def pmls(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "pmls.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    out = pmls("deploy", v2["model_id"], "--force", "--reason", "from the cli")
+    assert "DEPLOYED" in out or "UNCHANGED" in out, out
+    assert "ROLLED_BACK" in pmls("rollback", name, "--reason", "cli rollback")
+    history = pmls("history", name, "--limit", "50")
+    assert "cli rollback" in history and "rollback" in history and "REJECTED" in history, history
+
+
 def test_kubernetes_without_a_cluster_is_refused(api, lineage, demo_request):
     resp = api.post(f"/api/v1/models/deploy/{lineage['v1']['model_id']}", json={"target": "kubernetes"})
     assert resp.status_code == 422 and "kubernetes" in resp.json()["message"], resp.text

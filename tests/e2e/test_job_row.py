@@ -93,7 +93,7 @@ def test_a_start_that_cannot_reach_temporal_is_failed_and_can_be_sent_again(api,
         time.sleep(1)
     assert resp.status_code == 202, resp.text
     job = wait_for(api, job_id, timeout=180)
-    assert job["status"] == "COMPLETED", job
+    assert job["status"] == "COMPLETED", (job["current_stage"], job["error"], job["run_id"])
     assert job["training_request"]["random_seed"] == 7
 
 
