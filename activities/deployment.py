@@ -9,7 +9,6 @@ import json
 import logging
 
 import asyncpg
-import numpy as np
 import pandas as pd
 from temporalio import activity
 from temporalio.client import Client
@@ -29,7 +28,7 @@ from pmls.contracts.deployment import (
     previous_alias,
 )
 from pmls.contracts.models import DeploymentResult
-from pmls.deployments import promote
+from pmls.deployments import prediction_mismatch, promote
 from pmls.settings import Settings
 from pmls.storage.cache import Cache
 from pmls.storage.events import relay_outbox
@@ -98,6 +97,9 @@ class DeploymentActivities(contract.Deployments):
             local_before=local_before,
             namespace=namespace if target == "kubernetes" else None,
             kube_before=list(kube_before) if target == "kubernetes" and kube_before else None,
+            changed=before != inp.version
+            or (target == "local" and local_before != inp.version)
+            or (target == "kubernetes" and _kube_version(kube_before) != inp.version),
         )
 
     @activity.defn
@@ -145,6 +147,7 @@ class DeploymentActivities(contract.Deployments):
             cpu=k8s.k8s_cpu,
             memory=k8s.k8s_memory,
             mlflow_uri=k8s.k8s_mlflow_uri or self.settings.mlflow.tracking_uri,
+            mlflow_run_id=artifact.mlflow_run_id,
             env_secret=k8s.k8s_env_secret,
             service_account=k8s.k8s_service_account,
         )
@@ -170,7 +173,7 @@ class DeploymentActivities(contract.Deployments):
 
     async def _smoke_kubernetes(self, inp: SmokeTestInput) -> SmokeResult:
         """The rollout completes: every replica ready, and a replica is ready only once it has loaded the version
-        with its content hash verified (its readiness probe)."""
+        with its content hash verified and predicted the held-out rows as registered (its readiness probe)."""
         name, namespace = resource_name(inp.model_name, inp.alias), inp.namespace or ""
         cluster = await asyncio.to_thread(self._cluster)
         timeout = self.settings.kubernetes.k8s_rollout_timeout_seconds
@@ -180,7 +183,8 @@ class DeploymentActivities(contract.Deployments):
         return SmokeResult(
             passed=True,
             detail=f"rollout of {namespace}/{name} complete: every replica loaded version {inp.version} with its "
-            "content hash verified (readiness probe); predictions were not compared on the cluster",
+            "content hash verified and predicted the held-out rows recorded at registration as the registered "
+            "model did (its readiness probe)",
         )
 
     @activity.defn
@@ -247,7 +251,7 @@ class DeploymentActivities(contract.Deployments):
                 rows=len(rows),
             )
         got = pd.DataFrame.from_records(resp.json()["predictions"])
-        mismatch = _mismatch(got, expected)
+        mismatch = prediction_mismatch(got, expected)
         if mismatch:
             return SmokeResult(passed=False, detail=f"local serving: {mismatch}", rows=len(rows))
         return SmokeResult(
@@ -276,7 +280,7 @@ class DeploymentActivities(contract.Deployments):
             got = bundle.predict(rows)
         except Exception as exc:  # noqa: BLE001
             return SmokeResult(passed=False, detail=f"version {inp.version} failed to predict: {exc}"[:1000])
-        mismatch = _mismatch(got, expected)
+        mismatch = prediction_mismatch(got, expected)
         if mismatch:
             return SmokeResult(passed=False, detail=mismatch, rows=len(rows))
         return SmokeResult(
@@ -338,16 +342,7 @@ class DeploymentActivities(contract.Deployments):
         return artifact.model_id if artifact else None
 
 
-def _mismatch(got: pd.DataFrame, expected: pd.DataFrame) -> str | None:
-    """Why two prediction frames differ (None: they agree to float tolerance)."""
-    if list(got.columns) != list(expected.columns) or len(got) != len(expected):
-        return f"predictions have columns {list(got.columns)} x {len(got)}, expected {list(expected.columns)} x {len(expected)}"
-    for col in expected.columns:
-        a, b = got[col].to_numpy(), expected[col].to_numpy()
-        if np.issubdtype(b.dtype, np.number) and np.issubdtype(a.dtype, np.number):
-            same = np.allclose(a.astype(float), b.astype(float), rtol=1e-5, atol=1e-8, equal_nan=True)
-        else:
-            same = bool((a.astype(str) == b.astype(str)).all())
-        if not same:
-            return f"predictions of column {col!r} differ from those recorded at registration"
-    return None
+def _kube_version(objects: tuple[dict | None, dict | None] | None) -> str | None:
+    """The version the live Deployment serves (its annotation), None when there is none."""
+    deployment = objects[0] if objects else None
+    return ((deployment or {}).get("metadata") or {}).get("annotations", {}).get("pmls/version")

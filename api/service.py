@@ -244,7 +244,9 @@ class JobService:
 
     async def status(self, job_id: str) -> TrainingJob:
         cached = await self.cache.get_job(job_id)
-        if cached is not None and cached.status.is_terminal:
+        # A finished job's cached status is final, unless this process failed to overwrite it since (a FAILED job
+        # sent again): then PostgreSQL decides, and the cached copy serves only while PostgreSQL is down.
+        if cached is not None and cached.status.is_terminal and not self.cache.maybe_stale(job_id):
             return cached
         try:
             job = await self.jobs.get(job_id)

@@ -64,8 +64,11 @@ class PredictResponse(BaseModel):
 class Models:
     """What this process serves, kept in step with ``local_serving``."""
 
-    def __init__(self, settings: Settings, store, registry) -> None:
+    def __init__(self, settings: Settings, store, registry, *, check_run: str | None = None) -> None:
         self.settings, self.store, self.registry = settings, store, registry
+        # Single-model mode: the MLflow run whose held-out rows the loaded version must predict as registered
+        # before it is served (so a pod is ready only once its predictions are the registered model's).
+        self.check_run = check_run
         self.served: dict[tuple[str, str], Served] = {}
         self.failed: dict[tuple[str, str, str], str] = {}  # a version that would not load, and why
         self.wanted: dict[tuple[str, str], str] = {}
@@ -98,9 +101,24 @@ class Models:
                 self.failed[(name, alias, version)] = str(exc)[:500]
                 log.error("could not load %s version %s: %s", name, version, exc)
                 continue
+            problem = await asyncio.to_thread(self._self_check, bundle) if self.check_run else None
+            if problem:
+                self.failed[(name, alias, version)] = problem
+                log.error("version %s of %s fails its self-check: %s", version, name, problem)
+                continue
             self.served[(name, alias)] = Served(name, alias, version, bundle, datetime.now(UTC))
             log.info("serving %s@%s: version %s", name, alias, version)
         self.synced = True
+
+    def _self_check(self, bundle: Any) -> str | None:
+        from pmls.deployments import prediction_mismatch
+
+        reference = self.registry.smoke_set(self.check_run)
+        if reference is None:
+            return None
+        rows, expected = reference
+        mismatch = prediction_mismatch(bundle.predict(rows), expected)
+        return f"self-check on {len(rows)} held-out rows: {mismatch}" if mismatch else None
 
     def serves(self, model_name: str, alias: str, version: str) -> bool:
         found = self.served.get((model_name, alias))
@@ -132,8 +150,8 @@ class Models:
 
 @dataclass(frozen=True)
 class OneVersion:
-    """Single-model mode (PMLS_SERVE_MODEL, _ALIAS, _VERSION, _SHA256: the `kubernetes` target's pods): the one
-    version to serve, without PostgreSQL."""
+    """Single-model mode (PMLS_SERVE_MODEL, _ALIAS, _VERSION, _SHA256, _RUN_ID: the `kubernetes` target's pods):
+    the one version to serve, without PostgreSQL; ready once it predicts its run's held-out rows as registered."""
 
     model_name: str
     alias: str
@@ -159,7 +177,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     else:
         pool = await create_pool(settings.database.url, max_size=3)
         store = LocalServingStore(pool)
-    models = Models(settings, store, ModelRegistry(settings.mlflow.tracking_uri))
+    models = Models(
+        settings,
+        store,
+        ModelRegistry(settings.mlflow.tracking_uri),
+        check_run=serving.serve_run_id if serving.serve_model else None,
+    )
     app.state.models = models
     follower = asyncio.create_task(models.follow())
     try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import numpy as np
+import pandas as pd
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
@@ -139,3 +141,18 @@ async def rollback(
         if refused is None:
             raise
         raise DeploymentRefused(refused.message) from exc
+
+
+def prediction_mismatch(got: pd.DataFrame, expected: pd.DataFrame) -> str | None:
+    """Why two prediction frames differ (None: they agree to float tolerance)."""
+    if list(got.columns) != list(expected.columns) or len(got) != len(expected):
+        return f"predictions have columns {list(got.columns)} x {len(got)}, expected {list(expected.columns)} x {len(expected)}"
+    for col in expected.columns:
+        a, b = got[col].to_numpy(), expected[col].to_numpy()
+        if np.issubdtype(b.dtype, np.number) and np.issubdtype(a.dtype, np.number):
+            same = np.allclose(a.astype(float), b.astype(float), rtol=1e-5, atol=1e-8, equal_nan=True)
+        else:
+            same = bool((a.astype(str) == b.astype(str)).all())
+        if not same:
+            return f"predictions of column {col!r} differ from those recorded at registration"
+    return None

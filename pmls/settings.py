@@ -147,6 +147,7 @@ class ServingSettings(BaseSettings):
     serve_alias: str = "production"
     serve_version: str | None = None
     serve_sha256: str | None = None
+    serve_run_id: str | None = None  # its MLflow run: the held-out rows it must predict as registered
 
     @property
     def base_url(self) -> str:

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         RecordInput,
         RollbackCommand,
         RollbackTarget,
+        SmokeResult,
         SmokeTestInput,
         evaluate_gates,
         refusal,
@@ -115,7 +116,7 @@ class LineageWorkflow:
                 namespace=cfg.namespace,
             ),
         )
-        if move.before == cand.version and (move.target != "local" or move.local_before == cand.version):
+        if not _changed(move):
             return result.model_copy(
                 update={
                     "status": "UNCHANGED",
@@ -123,16 +124,7 @@ class LineageWorkflow:
                 }
             )
         result = result.model_copy(update={"previous_model_id": move.before_model_id})
-        smoke = await io(
-            contract.Deployments.smoke_test,
-            SmokeTestInput(
-                model_name=cand.model_name,
-                alias=cfg.alias,
-                version=cand.version,
-                target=move.target,
-                namespace=move.namespace,
-            ),
-        )
+        smoke = await self._smoke_test(move)
         if not smoke.passed:
             await io(contract.Deployments.restore_alias, move)
             back_to = f"version {move.before}" if move.before else "no version (the alias was removed)"
@@ -200,16 +192,7 @@ class LineageWorkflow:
             contract.Deployments.move_alias,
             MoveAliasInput(model_name=cmd.model_name, alias=cmd.alias, version=target.to_version),
         )
-        smoke = await io(
-            contract.Deployments.smoke_test,
-            SmokeTestInput(
-                model_name=cmd.model_name,
-                alias=cmd.alias,
-                version=target.to_version,
-                target=move.target,
-                namespace=move.namespace,
-            ),
-        )
+        smoke = await self._smoke_test(move)
         if not smoke.passed:
             await io(contract.Deployments.restore_alias, move)
             raise ApplicationError(
@@ -234,6 +217,19 @@ class LineageWorkflow:
         return result
 
     # -- helpers ------------------------------------------------------------------------------------------------
+    async def _smoke_test(self, move: AliasMove) -> SmokeResult:
+        """What the alias (and its target) serve after ``move``, smoke-tested."""
+        return await io(
+            contract.Deployments.smoke_test,
+            SmokeTestInput(
+                model_name=move.model_name,
+                alias=move.alias,
+                version=move.version,
+                target=move.target,
+                namespace=move.namespace,
+            ),
+        )
+
     def _finished(self) -> None:
         self._state.operations += 1
         self._done_here += 1
@@ -246,3 +242,10 @@ class LineageWorkflow:
         workflow.set_current_details(
             f"{self._state.model_name} — {serving} ({self._state.operations} operations)"
         )
+
+
+def _changed(move: AliasMove) -> bool:
+    """Whether the move changed what serves (moves recorded before ``changed`` existed: the alias or local)."""
+    if move.changed is not None:
+        return move.changed
+    return move.before != move.version or (move.target == "local" and move.local_before != move.version)

@@ -194,6 +194,9 @@ class AliasMove(BaseModel):
     local_before: str | None = None  # target `local`: what the serving process was asked to serve before
     namespace: str | None = None  # target `kubernetes`: where, and the objects as they were (None: absent)
     kube_before: list[dict | None] | None = None
+    changed: bool | None = (
+        None  # whether anything now serves another version (None: recorded before it existed)
+    )
 
 
 class SmokeTestInput(BaseModel):

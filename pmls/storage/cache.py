@@ -45,7 +45,7 @@ class Cache:
         self._quiet_until = 0.0
         self._quiet_seconds = quiet_seconds
         # Jobs whose last status write this process skipped (Redis failed, or the cache was quiet): what Redis
-        # holds for them may be older than PostgreSQL (a FAILED job sent again and now QUEUED), so it is not read.
+        # holds for them may be older than PostgreSQL (a FAILED job sent again and now QUEUED): see maybe_stale.
         self._unwritten: set[str] = set()
 
     async def close(self) -> None:
@@ -70,9 +70,11 @@ class Cache:
         except (RedisError, OSError):
             return False
 
+    def maybe_stale(self, job_id: str) -> bool:
+        """This process skipped the job's last status write: Redis may hold an older status than PostgreSQL."""
+        return job_id in self._unwritten
+
     async def get_job(self, job_id: str) -> TrainingJob | None:
-        if job_id in self._unwritten:
-            return None
         raw = await self._safe("get job", self.client.get(status_key(job_id)))
         return TrainingJob.model_validate_json(raw) if raw else None
 

@@ -2,8 +2,9 @@
 
 The pods run pmls's own image (`deploy/Dockerfile`) as ``pmls serve`` in its single-model mode: they load the
 version from MLflow through the checked loader (its content hash, recorded at registration, is in their
-environment) and answer ``/readyz`` only once it is loaded, which is the readiness probe; a rollout is complete when
-every replica is ready. Operator configuration the pods need (MLflow's address and credentials, the API's token
+environment), predict the held-out rows recorded with it at registration and compare with the registered model's
+predictions, and answer ``/readyz`` only once both hold: the readiness probe. A rollout is complete when every
+replica is ready, so a completed rollout is a passed smoke test on every replica. Operator configuration the pods need (MLflow's address and credentials, the API's token
 hashes or JWT settings for the `read` scope) comes from a Secret named by ``PMLS_K8S_ENV_SECRET``.
 
 Objects are built here as plain dicts (validated offline against Kubernetes' schemas in the tests) and applied
@@ -46,6 +47,7 @@ class KubeSpec:
     cpu: str
     memory: str
     mlflow_uri: str
+    mlflow_run_id: str | None = None  # the version's run: the held-out rows a pod predicts before it is ready
     env_secret: str | None = None
     service_account: str | None = None
 
@@ -66,6 +68,8 @@ def build_objects(spec: KubeSpec) -> tuple[dict[str, Any], dict[str, Any]]:
         {"name": "PMLS_SERVE_SHA256", "value": spec.bundle_sha256},
         {"name": "PMLS_MLFLOW_TRACKING_URI", "value": spec.mlflow_uri},
     ]
+    if spec.mlflow_run_id:
+        env.append({"name": "PMLS_SERVE_RUN_ID", "value": spec.mlflow_run_id})
     container: dict[str, Any] = {
         "name": "serve",
         "image": spec.image,

@@ -223,7 +223,8 @@ def test_the_local_target_serves_predictions_over_http(api, settings, lineage, d
 
 def test_a_serving_pod_loads_its_one_version_and_only_then_is_ready(stack, settings, lineage, demo_data):
     """What a `kubernetes` target's pod runs: `pmls serve` in single-model mode (no PostgreSQL), ready once the
-    version is loaded with its content hash verified; a wrong hash never becomes ready."""
+    version is loaded with its content hash verified and predicts its registration's held-out rows as it did
+    then; a wrong hash never becomes ready."""
     import httpx
     import pandas as pd
 
@@ -242,6 +243,7 @@ def test_a_serving_pod_loads_its_one_version_and_only_then_is_ready(stack, setti
             "PMLS_SERVE_MODEL": lineage["name"],
             "PMLS_SERVE_VERSION": v1["version"],
             "PMLS_SERVE_SHA256": sha,
+            "PMLS_SERVE_RUN_ID": v1["mlflow_run_id"],  # ready only once it predicts these rows as registered
         }
         with (
             extra_process(stack, ["serve"], env),

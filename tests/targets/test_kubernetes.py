@@ -25,6 +25,7 @@ def spec(**changes) -> KubeSpec:
         "cpu": "500m",
         "memory": "1Gi",
         "mlflow_uri": "http://mlflow.mlops:5000",
+        "mlflow_run_id": "0123456789abcdef",
     }
     return KubeSpec(**{**base, **changes})
 
@@ -39,6 +40,9 @@ def test_the_objects_are_valid_kubernetes(changes):
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["PMLS_SERVE_VERSION"] == "7" and env["PMLS_SERVE_SHA256"] == "ab" * 32
+    assert (
+        env["PMLS_SERVE_RUN_ID"] == "0123456789abcdef"
+    )  # the rows it must predict as registered to be ready
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert deployment["spec"]["replicas"] == (changes.get("replicas") or 3)
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
