@@ -74,6 +74,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -110,7 +111,29 @@ ALIASES = {
     "defaults": "LGBM_DEFAULTS",
     "autogluon": "AUTOGLUON",
 }
+PRODUCT_DIRS = ("pmls", "api", "workers", "workflows", "activities")
 METRIC_LABEL = {"roc_auc": "ROC AUC ↑", "log_loss": "log loss ↓", "rmse": "RMSE ↓"}
+
+
+def product_commit() -> str:
+    """The commit of the code a service result measures, so results of different code are told apart."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", *PRODUCT_DIRS],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head + ("+changes" if changed else "")
 
 
 def log(message: str) -> None:
@@ -137,6 +160,7 @@ class Record:
     rows: list[int] = field(default_factory=list)  # visible, hidden
     cores: int = CORES
     at: str = ""
+    commit: str = ""  # the product code measured (git HEAD; "+changes" when pmls & co. differed from it)
 
     @property
     def key(self) -> tuple:
@@ -340,6 +364,7 @@ def measure(p: Prepared, method: str, seed: int, budget: int, service: Service |
         p.metric,
         rows=[bs.visible.height, p.hidden.height],
         load=[os.getloadavg()[0]],
+        commit=args.commit,
     )
     try:
         if method in SERVICE:
@@ -611,6 +636,7 @@ def main(argv: list[str] | None = None) -> None:
             "AutoGluon skipped: give --autogluon-python PATH (a separate venv; see bench/autogluon_runner.py)"
         )
         methods.remove("AUTOGLUON")
+    args.commit = product_commit()
     out = args.out or Path(tempfile.gettempdir()) / f"pmls-quality-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     done = {r.key: r for r in read_records(out)} if args.resume else {}
     if args.retry_failed:
@@ -618,6 +644,7 @@ def main(argv: list[str] | None = None) -> None:
     log(
         f"results to {out}; sets {','.join(sets)}; budgets {budgets}; seeds {seeds}; methods {','.join(methods)}"
         + (f"; {len(done)} recorded already" if done else "")
+        + f"; code {args.commit or 'unknown'}"
     )
     signal.signal(signal.SIGINT, signal.default_int_handler)  # stop the stack also when started in background
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
